@@ -1,0 +1,568 @@
+"""Index-guided sparse attention executor (Triton): runs any ``Plan`` with S2O's early-stopping rule.
+
+Per query tile (one program):
+  pass 1, exact: attention sinks [0, sinks) and the tile's own segment up to the causal diagonal,
+          masked per row on ORIGINAL positions (the plan's query_order may permute rows);
+  pass 2: the segment's ranked key list, walked in chunks of BLOCK_N gathered keys
+          (``K + idx * stride_kn``: K and V never move), online softmax; with tau > 0 the walk stops
+          after the first chunk whose largest per-row share of the softmax mass is below tau.
+Layers (STYLE.md): ``_softmax_update`` / ``_attend_key_range`` / ``_walk_list*`` carry the online-softmax
+state; ``_sparse_attention_fwd`` is the kernel; ``sparse_attention`` validates, builds the grid, passes
+strides and derives the statistics.
+
+Tuning knobs on the GPU: tile rows (BLOCK_M), chunk size (BLOCK_N), num_warps, num_stages and, with
+tau > 0, PREFETCH_KV (register prefetch of the next chunk's K/V). By default they are autotuned (configs
+below, keyed on a power-of-two bucket of N, head dim and the plan's shape); ``config=ExecConfig(...)`` or
+the environment variable ``S2O_EXEC_CONFIG="block_m=16,block_n=32,num_warps=4,num_stages=2"`` pins one
+(the CPU interpreter always runs one pinned config). Tile shapes change which keys the stopping rule
+visits, so with tau > 0 they are never autotuned: they default to DEFAULT_ROWS x DEFAULT_BLOCK_N.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .plan import Plan
+
+HEAD_DIMS = (64, 128, 256)
+DEFAULT_ROWS = 128  # rows of a tile's matrix products (query positions x packed GQA heads)
+DEFAULT_BLOCK_N = 64  # keys per chunk: the stopping rule's granularity at tau > 0
+CONFIG_ENV = "S2O_EXEC_CONFIG"
+
+
+# ----------------------------------------------------------------------------------------------
+# Inner loops: online-softmax state (acc, l_i, m_i) in, state out. Scores are in log2 units.
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _softmax_update(acc, l_i, m_i, qk, v):
+    """Fold one block of scaled scores ``qk (BLOCK_M, BLOCK_N)`` and values ``v (BLOCK_N, D)`` in.
+
+    Returns the new state and ``l_block``, the block's own mass per row under the new maximum.
+    """
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    alpha = tl.math.exp2(m_i - m_new)
+    p = tl.math.exp2(qk - m_new[:, None])
+    l_block = tl.sum(p, 1)
+    l_i = l_i * alpha + l_block
+    acc = acc * alpha[:, None]
+    acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, l_i, m_new, l_block
+
+
+@triton.jit
+def _attend_key_range(acc, l_i, m_i, q, q_pos, K_head, V_head, stride_kn, stride_vn, lo, hi, qk_scale,
+                      offs_n, offs_d, MASK: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Pass 1: contiguous keys [lo, hi) in blocks of BLOCK_N.
+
+    MASK 0: every key is visible to every row and (hi - lo) % BLOCK_N == 0 (no mask, no bounds);
+    MASK 1: keys are visible to every row, the last block is ragged (sinks);
+    MASK 2: per-row causal mask key <= q_pos (q_pos < hi, so it also bounds the loads).
+    """
+    for start in tl.range(lo, hi, BLOCK_N):
+        k_pos = start + offs_n
+        if MASK == 0:
+            k = tl.load(K_head + k_pos[:, None] * stride_kn + offs_d[None, :])
+            v = tl.load(V_head + k_pos[:, None] * stride_vn + offs_d[None, :])
+        else:
+            in_range = (k_pos < hi)[:, None]
+            k = tl.load(K_head + k_pos[:, None] * stride_kn + offs_d[None, :], mask=in_range, other=0.0)
+            v = tl.load(V_head + k_pos[:, None] * stride_vn + offs_d[None, :], mask=in_range, other=0.0)
+        qk = tl.dot(q, tl.trans(k))
+        if MASK == 0:
+            qk = qk * qk_scale
+        elif MASK == 1:
+            qk = qk * qk_scale + tl.where(k_pos < hi, 0.0, float("-inf"))[None, :]
+        else:
+            qk = tl.where(k_pos[None, :] <= q_pos[:, None], qk * qk_scale, float("-inf"))
+        acc, l_i, m_i, _ = _softmax_update(acc, l_i, m_i, qk, v)
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _walk_list(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, LIST, n_keys, qk_scale,
+               offs_n, offs_d, BLOCK_N: tl.constexpr):
+    """Pass 2 without stopping (tau = 0): every chunk of the list, as a software-pipelined for loop.
+
+    Slots past the list's end gather key 0 (always in bounds) and get a score of -inf, so the K/V
+    loads need no mask; only a bias vector of BLOCK_N entries differs per chunk.
+    """
+    n_chunks = tl.cdiv(n_keys, BLOCK_N)
+    for c in tl.range(0, n_chunks):
+        slot = c * BLOCK_N + offs_n
+        in_list = slot < n_keys
+        idx = tl.load(LIST + slot, mask=in_list, other=0)
+        k = tl.load(K_head + idx[:, None] * stride_kn + offs_d[None, :])
+        v = tl.load(V_head + idx[:, None] * stride_vn + offs_d[None, :])
+        qk = tl.dot(q, tl.trans(k)) * qk_scale + tl.where(in_list, 0.0, float("-inf"))[None, :]
+        acc, l_i, m_i, _ = _softmax_update(acc, l_i, m_i, qk, v)
+    return acc, l_i, m_i, n_chunks
+
+
+@triton.jit
+def _walk_list_until_stop(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn, stride_vn, LIST, n_keys,
+                          qk_scale, tau, offs_n, offs_d, BLOCK_N: tl.constexpr, PREFETCH_KV: tl.constexpr):
+    """Pass 2 with S2O's stop: after each chunk, go on only while some valid row got >= tau of its mass.
+
+    gain_i = l_chunk_i / l_i (both under the new maximum), so "max_i gain_i >= tau" is tested as
+    "max_i (l_chunk_i - tau * l_i) >= 0": no division, one scalar per program. Triton pipelines only
+    for loops, so this while loop prefetches by hand: the next chunk's indices always, and with
+    PREFETCH_KV its K/V rows too (loads in flight while this chunk computes; costs registers).
+    Returns the state and the number of chunks walked.
+    """
+    n_chunks = tl.cdiv(n_keys, BLOCK_N)
+    walked = n_chunks * 0
+    idx = tl.load(LIST + offs_n, mask=offs_n < n_keys, other=0)
+    if PREFETCH_KV:
+        k = tl.load(K_head + idx[:, None] * stride_kn + offs_d[None, :])
+        v = tl.load(V_head + idx[:, None] * stride_vn + offs_d[None, :])
+    go = n_chunks > 0
+    while go:
+        slot = walked * BLOCK_N + offs_n
+        in_list = slot < n_keys
+        idx_next = tl.load(LIST + slot + BLOCK_N, mask=slot + BLOCK_N < n_keys, other=0)
+        if PREFETCH_KV:
+            k_next = tl.load(K_head + idx_next[:, None] * stride_kn + offs_d[None, :])
+            v_next = tl.load(V_head + idx_next[:, None] * stride_vn + offs_d[None, :])
+        else:
+            k = tl.load(K_head + idx[:, None] * stride_kn + offs_d[None, :])
+            v = tl.load(V_head + idx[:, None] * stride_vn + offs_d[None, :])
+        qk = tl.dot(q, tl.trans(k)) * qk_scale + tl.where(in_list, 0.0, float("-inf"))[None, :]
+        acc, l_i, m_i, l_chunk = _softmax_update(acc, l_i, m_i, qk, v)
+        progress = tl.max(tl.where(row_valid, l_chunk - tau * l_i, -1.0), 0)
+        walked += 1
+        go = (walked < n_chunks) & (progress >= 0.0)
+        idx = idx_next
+        if PREFETCH_KV:
+            k = k_next
+            v = v_next
+    return acc, l_i, m_i, walked
+
+
+@triton.jit
+def _walk_list_in_bursts(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn, stride_vn, LIST, n_keys, qk_scale,
+                         tau, offs_n, offs_d, BLOCK_N: tl.constexpr, BURST: tl.constexpr):
+    """Pass 2 with S2O's stop, as a while loop over bursts of BURST chunks, each a pipelined for loop.
+
+    Same rule and result as ``_walk_list_until_stop``: once a chunk ends the walk, the rest of its
+    burst is still loaded and multiplied (the software pipeline cannot exit early) but masked to -inf,
+    so it changes neither m, l nor acc (alpha = 1, p = 0) and is not counted. That speculation costs
+    at most BURST - 1 chunks per tile and buys cp.async prefetch and asynchronous wgmma inside a burst.
+    """
+    n_chunks = tl.cdiv(n_keys, BLOCK_N)
+    walked = n_chunks * 0
+    first = n_chunks * 0
+    go = n_chunks > 0
+    while go:
+        for j in tl.range(0, BURST):
+            slot = (first + j) * BLOCK_N + offs_n
+            in_list = slot < n_keys
+            idx = tl.load(LIST + slot, mask=in_list, other=0)
+            k = tl.load(K_head + idx[:, None] * stride_kn + offs_d[None, :])
+            v = tl.load(V_head + idx[:, None] * stride_vn + offs_d[None, :])
+            visible = in_list & go
+            qk = tl.dot(q, tl.trans(k)) * qk_scale + tl.where(visible, 0.0, float("-inf"))[None, :]
+            acc, l_i, m_i, l_chunk = _softmax_update(acc, l_i, m_i, qk, v)
+            progress = tl.max(tl.where(row_valid, l_chunk - tau * l_i, -1.0), 0)
+            walked += go.to(tl.int32)
+            go = go & (progress >= 0.0) & (first + j + 1 < n_chunks)
+        first += BURST
+    return acc, l_i, m_i, walked
+
+
+# ----------------------------------------------------------------------------------------------
+# The kernel: one program = one query tile of one plan head.
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _sparse_attention_fwd(
+    Q, K, V, O,  # q, o (B, Hq, N, D); k, v (B, Hkv, N, D); last dim contiguous
+    KEY_INDEX,  # int32 (B, H_plan, L), last dim contiguous
+    LIST_START, LIST_LEN,  # int64 / int32 (B, H_plan, n_seg), contiguous (same strides)
+    QUERY_ORDER,  # int32 (B, H_plan, N), last dim contiguous; unused when not HAS_ORDER
+    CHUNKS,  # int32 (B, Hq, >= n_tiles), out: chunks walked per tile
+    stride_qb, stride_qh, stride_qn,
+    stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn,
+    stride_ob, stride_oh, stride_on,
+    stride_ib, stride_ih,
+    stride_lb, stride_lh,
+    stride_rb, stride_rh,
+    stride_cb, stride_ch,
+    sm_scale, tau,  # float: softmax scale, stopping threshold
+    N_CTX, SEGMENT, SINKS, H_PLAN,  # int
+    N_BUCKET, REQ_BLOCK_M, REQ_BLOCK_N,  # int, read only by the autotuner (key and pruning)
+    HEAD_DIM: tl.constexpr,
+    GROUP: tl.constexpr,  # G = Hq / Hkv
+    SHARED: tl.constexpr,  # H_plan == Hkv: one program serves the G query heads of a kv head
+    HEADS: tl.constexpr,  # real query heads per program: G when SHARED else 1
+    HEADS_PER_PROG: tl.constexpr,  # HEADS rounded up to a power of two (rows of padded heads are masked)
+    HAS_ORDER: tl.constexpr,
+    EARLY_STOP: tl.constexpr,  # tau > 0
+    BLOCK_M: tl.constexpr,  # rows per program = HEADS_PER_PROG x query positions of the tile
+    BLOCK_N: tl.constexpr,  # keys per block / chunk
+    PREFETCH_KV: tl.constexpr,  # tau > 0 with STOP_BURST == 1: prefetch the next chunk's K/V rows
+    STOP_BURST: tl.constexpr,  # tau > 0: chunks per pipelined burst (1: a plain while loop)
+):
+    # GQA with shared lists packs the G heads' copies of the tile's positions into the rows of one
+    # tile (row = head * TILE_POS + slot) rather than looping over heads inside the program: a loop
+    # would need G accumulators of (TILE_POS, D) fp32 live at once (too many registers for G >= 2),
+    # or G small matrix products that under-fill Hopper's 64-row wgmma. Packed, one gather of a K/V
+    # chunk feeds one (BLOCK_M x BLOCK_N) product, exactly as wide as a dense FlashAttention tile.
+    tl.static_assert(BLOCK_M % HEADS_PER_PROG == 0)
+    tl.static_assert(BLOCK_M >= 16)
+    tl.static_assert(BLOCK_N >= 16)
+    TILE_POS: tl.constexpr = BLOCK_M // HEADS_PER_PROG
+    qk_scale = sm_scale * 1.44269504  # 1/ln 2: exp2 instead of exp
+
+    n_tiles = tl.cdiv(N_CTX, TILE_POS)
+    # Latest tiles first: their segments have the longest prefixes, so long programs start early
+    # and short ones fill the tail of the grid.
+    tile = n_tiles - 1 - tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H_PLAN
+    hp = pid_bh % H_PLAN
+    if SHARED:
+        kv_head = hp
+        q_head0 = hp * GROUP
+    else:
+        kv_head = hp // GROUP
+        q_head0 = hp
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    head_of_row = offs_m // TILE_POS
+    slot = tile * TILE_POS + offs_m % TILE_POS
+    row_valid = (slot < N_CTX) & (head_of_row < HEADS)
+    seg_start = ((tile * TILE_POS) // SEGMENT) * SEGMENT
+    b64 = b.to(tl.int64)
+    if HAS_ORDER:
+        pos = tl.load(QUERY_ORDER + b64 * stride_rb + hp.to(tl.int64) * stride_rh + slot,
+                      mask=slot < N_CTX, other=seg_start)
+    else:
+        pos = slot
+    # Padding rows get the segment's first position: they then see at least one key (no NaN) and
+    # never widen the causal range; they are never stored.
+    pos = tl.where(slot < N_CTX, pos, seg_start)
+
+    q_head = (q_head0 + head_of_row).to(tl.int64)
+    q_rows = Q + b64 * stride_qb + q_head * stride_qh + pos.to(tl.int64) * stride_qn
+    q = tl.load(q_rows[:, None] + offs_d[None, :], mask=row_valid[:, None], other=0.0)
+    K_head = K + b64 * stride_kb + kv_head.to(tl.int64) * stride_kh
+    V_head = V + b64 * stride_vb + kv_head.to(tl.int64) * stride_vh
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+
+    # Pass 1: sinks (those before the segment; later ones are own-segment keys), then the own
+    # segment: unmasked blocks below every row's position, masked blocks up to the tile's last one.
+    sink_end = tl.minimum(SINKS, seg_start)
+    acc, l_i, m_i = _attend_key_range(acc, l_i, m_i, q, pos, K_head, V_head, stride_kn, stride_vn, 0, sink_end,
+                                      qk_scale, offs_n, offs_d, 1, BLOCK_N)
+    first_pos = tl.min(tl.where(row_valid, pos, N_CTX), 0)
+    last_pos = tl.max(pos, 0)
+    full_end = seg_start + ((first_pos + 1 - seg_start) // BLOCK_N) * BLOCK_N
+    acc, l_i, m_i = _attend_key_range(acc, l_i, m_i, q, pos, K_head, V_head, stride_kn, stride_vn, seg_start,
+                                      full_end, qk_scale, offs_n, offs_d, 0, BLOCK_N)
+    acc, l_i, m_i = _attend_key_range(acc, l_i, m_i, q, pos, K_head, V_head, stride_kn, stride_vn, full_end,
+                                      last_pos + 1, qk_scale, offs_n, offs_d, 2, BLOCK_N)
+
+    # Pass 2: the segment's ranked list.
+    meta = b64 * stride_lb + hp.to(tl.int64) * stride_lh + seg_start // SEGMENT
+    list_off = tl.load(LIST_START + meta)
+    n_keys = tl.load(LIST_LEN + meta)
+    LIST = KEY_INDEX + b64 * stride_ib + hp.to(tl.int64) * stride_ih + list_off
+    if EARLY_STOP and STOP_BURST > 1:
+        acc, l_i, m_i, walked = _walk_list_in_bursts(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
+                                                     stride_vn, LIST, n_keys, qk_scale, tau, offs_n, offs_d,
+                                                     BLOCK_N, STOP_BURST)
+    elif EARLY_STOP:
+        acc, l_i, m_i, walked = _walk_list_until_stop(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
+                                                      stride_vn, LIST, n_keys, qk_scale, tau, offs_n, offs_d,
+                                                      BLOCK_N, PREFETCH_KV)
+    else:
+        acc, l_i, m_i, walked = _walk_list(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, LIST, n_keys,
+                                           qk_scale, offs_n, offs_d, BLOCK_N)
+
+    # Epilogue: every real row has l_i > 0 (its own position is in pass 1), so no NaN.
+    out = acc / l_i[:, None]
+    o_rows = O + b64 * stride_ob + q_head * stride_oh + pos.to(tl.int64) * stride_on
+    tl.store(o_rows[:, None] + offs_d[None, :], out.to(O.dtype.element_ty), mask=row_valid[:, None])
+    offs_h = tl.arange(0, HEADS_PER_PROG)
+    tl.store(CHUNKS + b64 * stride_cb + (q_head0 + offs_h).to(tl.int64) * stride_ch + tile,
+             walked + offs_h * 0, mask=offs_h < HEADS)
+
+
+# ----------------------------------------------------------------------------------------------
+# Autotuning: a list comprehension of configs and a pruning filter.
+# ----------------------------------------------------------------------------------------------
+def _register_estimate(rows: int, block_n: int, head_dim: int, num_warps: int) -> float:
+    """32-bit registers per thread for the accumulator, the score tile and q (a coarse filter)."""
+    threads = num_warps * 32
+    return (rows * head_dim + rows * block_n + rows * head_dim / 2) / threads
+
+
+_CONFIGS = [
+    triton.Config({"BLOCK_M": rows, "BLOCK_N": bn, "PREFETCH_KV": prefetch, "STOP_BURST": 1}, num_warps=warps,
+                  num_stages=stages)
+    for rows in (64, 128)
+    for bn in (32, 64, 128)
+    for prefetch in (False, True)
+    for warps in (4, 8)
+    for stages in (2, 3, 4)
+]
+
+
+def _prune_configs(configs, named_args, **kwargs):
+    """Keep configs that fit the call: requested tile sizes, tiles dividing the segment, register room.
+
+    num_stages only matters to the tau = 0 walk and PREFETCH_KV only to the tau > 0 one, so each
+    mode tunes only its own knob.
+    """
+    args = {**named_args, **kwargs}
+    head_dim, heads_pp, segment = args["HEAD_DIM"], args["HEADS_PER_PROG"], args["SEGMENT"]
+    early_stop, req_m, req_n = args["EARLY_STOP"], args["REQ_BLOCK_M"], args["REQ_BLOCK_N"]
+    kept = []
+    for cfg in configs:
+        rows, bn, prefetch = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], cfg.kwargs["PREFETCH_KV"]
+        if (req_m and rows != req_m) or (req_n and bn != req_n) or rows < heads_pp:
+            continue
+        if segment % (rows // heads_pp) != 0:
+            continue
+        if _register_estimate(rows, bn, head_dim, cfg.num_warps) > 160 or (head_dim == 256 and bn > 64):
+            continue
+        if early_stop and cfg.num_stages != 2:
+            continue
+        if not early_stop and prefetch:
+            continue
+        kept.append(cfg)
+    return kept or [_fallback_config(args)]
+
+
+def _fallback_config(args) -> triton.Config:
+    """One config that always fits (used when the filter leaves nothing, e.g. an unusual request)."""
+    rows = args["REQ_BLOCK_M"] or DEFAULT_ROWS
+    bn = args["REQ_BLOCK_N"] or DEFAULT_BLOCK_N
+    return triton.Config({"BLOCK_M": rows, "BLOCK_N": bn, "PREFETCH_KV": False, "STOP_BURST": 1}, num_warps=8 if rows >= 128 else 4,
+                         num_stages=2)
+
+
+_sparse_attention_fwd_tuned = triton.autotune(
+    configs=_CONFIGS,
+    key=["N_BUCKET", "HEAD_DIM", "GROUP", "HEADS_PER_PROG", "SEGMENT", "EARLY_STOP", "HAS_ORDER",
+         "REQ_BLOCK_M", "REQ_BLOCK_N"],
+    prune_configs_by={"early_config_prune": _prune_configs},
+)(_sparse_attention_fwd)
+
+
+# ----------------------------------------------------------------------------------------------
+# Host side.
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExecConfig:
+    """A pinned launch config. block_m: query positions per tile (rows = block_m x packed heads);
+    block_n: keys per chunk; prefetch_kv matters only with tau > 0, num_stages mostly with tau = 0."""
+
+    block_m: int
+    block_n: int
+    num_warps: int = 4
+    num_stages: int = 2
+    prefetch_kv: bool = False
+    stop_burst: int = 1  # tau > 0: chunks per pipelined burst (1: plain while loop, see PREFETCH_KV)
+    maxnreg: int | None = None  # register cap per thread: a lower cap fits more programs per SM
+
+    @classmethod
+    def parse(cls, text: str) -> "ExecConfig":
+        """Parse ``"block_m=16,block_n=32,num_warps=4,num_stages=2,prefetch_kv=0"``."""
+        fields: dict[str, int] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, sep, value = item.partition("=")
+            if not sep or name.strip() not in cls.__dataclass_fields__:
+                raise ValueError(f"{CONFIG_ENV}: cannot read {item!r}; expected e.g. "
+                                 "'block_m=16,block_n=32,num_warps=4,num_stages=2,prefetch_kv=0'")
+            fields[name.strip()] = int(value)
+        if "block_m" not in fields or "block_n" not in fields:
+            raise ValueError(f"{CONFIG_ENV} must set at least block_m and block_n; got {text!r}")
+        fields["prefetch_kv"] = bool(fields.get("prefetch_kv", 0))
+        return cls(**fields)
+
+
+@dataclass
+class ExecStats:
+    """What one executor call computed.
+
+    chunks: int32 (B, Hq, n_tiles), pass-2 chunks walked per tile (equal over a GQA group when lists
+        are shared); computed_pairs: int64 (B, Hq), QK pairs of valid rows x keys actually visited
+        (pass 1 causal pairs + walked list keys); causal_pairs: N (N + 1) / 2 per (batch, head);
+        density: computed / causal over everything; density_per_head: float64 (Hq,), averaged over
+        the batch; block_m, block_n: the tile shape used (what a replay needs); config: the launch.
+    """
+
+    chunks: Tensor
+    computed_pairs: Tensor
+    causal_pairs: int
+    density: float
+    density_per_head: Tensor
+    block_m: int
+    block_n: int
+    config: ExecConfig
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _pow2(x: int) -> bool:
+    return x > 0 and x & (x - 1) == 0
+
+
+def _check_inputs(q: Tensor, k: Tensor, v: Tensor, tau: float) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor) or t.dim() != 4:
+            raise ValueError(f"{name} must be a 4-D tensor (batch, heads, seq_len, head_dim)")
+        if t.dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"{name} must be float16 or bfloat16; got {t.dtype}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v must share one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError("q, k, v must be on one device")
+    if q.device.type != "cuda" and not _interpreting():
+        raise ValueError("sparse_attention needs CUDA tensors (on a CPU, set TRITON_INTERPRET=1 before importing it)")
+    batch, q_heads, n_ctx, head_dim = q.shape
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have one shape; got {tuple(k.shape)}, {tuple(v.shape)}")
+    if k.shape[0] != batch or k.shape[2] != n_ctx or k.shape[3] != head_dim:
+        raise ValueError(f"k (batch, kv_heads, seq_len, head_dim) = {tuple(k.shape)} does not match q {tuple(q.shape)}")
+    if head_dim not in HEAD_DIMS:
+        raise ValueError(f"head_dim must be one of {HEAD_DIMS}; got {head_dim}")
+    if n_ctx < 1 or batch < 1:
+        raise ValueError("seq_len and batch must be >= 1")
+    if q_heads % k.shape[1] != 0:
+        raise ValueError(f"q_heads ({q_heads}) must be a multiple of kv_heads ({k.shape[1]})")
+    if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau >= 0):
+        raise ValueError(f"tau must be a finite number >= 0; got {tau!r}")
+
+
+def _pinned_config(config: ExecConfig | None) -> ExecConfig | None:
+    if config is not None:
+        return config
+    text = os.environ.get(CONFIG_ENV, "").strip()
+    if text:
+        return ExecConfig.parse(text)
+    return None
+
+
+def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float = 0.0, scale: float | None = None,
+                     block_m: int | None = None, block_n: int | None = None, config: ExecConfig | None = None,
+                     return_stats: bool = False) -> Tensor | tuple[Tensor, ExecStats]:
+    """Causal attention over ``plan``: exact sinks + own segment, then ranked lists with early stop.
+
+    q (batch, q_heads, seq_len, head_dim), k, v (batch, kv_heads, seq_len, head_dim), fp16 or bf16,
+    head_dim 64/128/256. tau: stop a tile's walk after the first chunk bringing every row less than
+    this share of its softmax mass (0: walk whole lists; with lists holding every prefix key that is
+    dense causal attention). scale: softmax scale, default 1/sqrt(head_dim). block_m: query positions
+    per tile (must divide plan.segment; with lists shared by a GQA group a tile holds block_m positions
+    of each of the G heads); block_n: keys per chunk. None lets the autotuner choose at tau = 0 and
+    takes the defaults (DEFAULT_ROWS rows, DEFAULT_BLOCK_N keys) at tau > 0. config pins a launch
+    (else env S2O_EXEC_CONFIG; the CPU interpreter always pins). Returns the output, shaped and typed
+    like q, and with return_stats an ExecStats.
+    """
+    _check_inputs(q, k, v, tau)
+    batch, q_heads, n_ctx, head_dim = q.shape
+    kv_heads = k.shape[1]
+    group = q_heads // kv_heads
+    plan.check(q, k, block_m=block_m)
+    shared = plan.heads == kv_heads
+    heads = group if shared else 1
+    heads_pp = triton.next_power_of_2(heads)
+    early_stop = tau > 0
+
+    pinned = _pinned_config(config)
+    if pinned is not None:
+        if (block_m or pinned.block_m) != pinned.block_m or (block_n or pinned.block_n) != pinned.block_n:
+            raise ValueError(f"block_m/block_n ({block_m}, {block_n}) disagree with the pinned config {pinned}")
+        block_m, block_n = pinned.block_m, pinned.block_n
+    elif early_stop or _interpreting():
+        block_m = block_m or max(DEFAULT_ROWS // heads_pp, 1)
+        block_n = block_n or DEFAULT_BLOCK_N
+    for name, value in (("block_m", block_m), ("block_n", block_n)):
+        if value is not None and not _pow2(value):
+            raise ValueError(f"{name} must be a power of two; got {value}")
+    if block_m is not None:
+        if not 16 <= block_m * heads_pp <= 256:
+            raise ValueError(f"block_m x heads per tile ({block_m} x {heads_pp}) must be within 16..256 rows")
+        if plan.segment % block_m != 0:
+            raise ValueError(f"plan.segment ({plan.segment}) must be a multiple of block_m ({block_m})")
+    if block_n is not None and not 16 <= block_n <= 256:
+        raise ValueError(f"block_n must be within 16..256; got {block_n}")
+
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    if max(k.stride(2), v.stride(2)) * n_ctx >= 2**31:
+        raise ValueError("k/v rows are too far apart for 32-bit gather offsets: pass contiguous k, v")
+    key_index = plan.key_index.contiguous()
+    list_start, list_len = plan.list_start.contiguous(), plan.list_len.contiguous()
+    order = plan.query_order.contiguous() if plan.query_order is not None else key_index  # dummy when absent
+    out = torch.empty_like(q)
+    # Sized for the smallest tile any allowed config may use; sliced to the tile count used.
+    min_tile = block_m if block_m is not None else max(64 // heads_pp, 1)
+    chunks = torch.empty((batch, q_heads, triton.cdiv(n_ctx, min_tile)), dtype=torch.int32, device=q.device)
+    sm_scale = float(scale) if scale is not None else 1.0 / math.sqrt(head_dim)
+
+    def grid(meta):
+        return (triton.cdiv(n_ctx, meta["BLOCK_M"] // heads_pp), batch * plan.heads)
+
+    args = (q, k, v, out, key_index, list_start, list_len, order, chunks,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+            key_index.stride(0), key_index.stride(1), list_start.stride(0), list_start.stride(1),
+            order.stride(0), order.stride(1), chunks.stride(0), chunks.stride(1),
+            sm_scale, float(tau), n_ctx, plan.segment, plan.sinks, plan.heads,
+            triton.next_power_of_2(n_ctx), (block_m or 0) * heads_pp, block_n or 0)
+    constants = dict(HEAD_DIM=head_dim, GROUP=group, SHARED=shared, HEADS=heads, HEADS_PER_PROG=heads_pp,
+                     HAS_ORDER=plan.query_order is not None, EARLY_STOP=early_stop)
+    if pinned is not None or _interpreting():
+        used = pinned or ExecConfig(block_m=block_m, block_n=block_n)
+        _sparse_attention_fwd[grid](*args, **constants, BLOCK_M=used.block_m * heads_pp, BLOCK_N=used.block_n,
+                                    PREFETCH_KV=used.prefetch_kv, STOP_BURST=used.stop_burst, num_warps=used.num_warps,
+                                    num_stages=used.num_stages,
+                                    **({"maxnreg": used.maxnreg} if used.maxnreg else {}))
+    else:
+        _sparse_attention_fwd_tuned[grid](*args, **constants)
+        best = _sparse_attention_fwd_tuned.best_config
+        used = ExecConfig(block_m=best.kwargs["BLOCK_M"] // heads_pp, block_n=best.kwargs["BLOCK_N"],
+                          num_warps=best.num_warps, num_stages=best.num_stages,
+                          prefetch_kv=bool(best.kwargs["PREFETCH_KV"]), maxnreg=best.maxnreg)
+    if not return_stats:
+        return out
+    n_tiles = triton.cdiv(n_ctx, used.block_m)
+    return out, _exec_stats(chunks[..., :n_tiles], plan, n_ctx, group, shared, used)
+
+
+triton_sparse_attention = sparse_attention
+
+
+def _exec_stats(chunks: Tensor, plan: Plan, n_ctx: int, group: int, shared: bool, used: ExecConfig) -> ExecStats:
+    """Count the QK pairs the launch computed from its chunk counts and the plan (host arithmetic)."""
+    device = chunks.device
+    batch, q_heads, n_tiles = chunks.shape
+    positions = torch.arange(n_ctx, device=device, dtype=torch.int64)
+    seg_start = positions // plan.segment * plan.segment
+    pass1 = (seg_start.clamp(max=plan.sinks) + positions - seg_start + 1).sum()
+    tile_first = torch.arange(n_tiles, device=device, dtype=torch.int64) * used.block_m
+    tile_rows = (n_ctx - tile_first).clamp(max=used.block_m)
+    plan_head = torch.arange(q_heads, device=device) // group if shared else torch.arange(q_heads, device=device)
+    lengths = plan.list_len.long()[:, plan_head][:, :, tile_first // plan.segment]  # (B, Hq, n_tiles)
+    walked_keys = torch.minimum(chunks.long() * used.block_n, lengths)
+    computed = pass1 + (walked_keys * tile_rows).sum(-1)
+    causal = n_ctx * (n_ctx + 1) // 2
+    per_head = computed.double().sum(0) / (batch * causal)
+    return ExecStats(chunks=chunks, computed_pairs=computed, causal_pairs=causal,
+                     density=float(computed.double().sum()) / (batch * q_heads * causal),
+                     density_per_head=per_head, block_m=used.block_m, block_n=used.block_n, config=used)

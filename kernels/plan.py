@@ -1,0 +1,153 @@
+"""The plan: the one contract between planners (S2O, block-sparse peers) and the index-guided executor.
+
+A plan tells the executor, per query segment, which prefix keys to visit and in which order; the
+executor adds the exact pass over attention sinks and the segment's own causal diagonal. Shapes:
+``q (batch, q_heads, seq_len, head_dim)``, ``k, v (batch, kv_heads, seq_len, head_dim)``,
+``H_plan`` is ``kv_heads`` (one list shared by the G query heads of a kv head) or ``q_heads``
+(one list per query head). The full contract is PLAN_FORMAT.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Plan:
+    """Ranked key lists per (batch, plan head, segment), plus an optional query order.
+
+    segment: S, queries are cut into segments of S consecutive positions (S % block_m == 0).
+    sinks: keys [0, sinks) are always computed exactly in pass 1 (attention sinks).
+    key_index: int32 (batch, H_plan, L), the ranked key lists of all segments, concatenated.
+    list_start: int64 (batch, H_plan, n_seg), where segment s's list starts in key_index[b, h].
+    list_len: int32 (batch, H_plan, n_seg), its length. Segment s's list holds keys in
+        [sinks, s * S), each at most once.
+    query_order: int32 (batch, H_plan, seq_len) or None (identity): query positions in tile order,
+        a permutation within each segment; tile t holds query_order[b, h, t*BM:(t+1)*BM].
+    """
+
+    segment: int
+    sinks: int
+    key_index: Tensor
+    list_start: Tensor
+    list_len: Tensor
+    query_order: Tensor | None = None
+
+    @property
+    def heads(self) -> int:
+        """H_plan: the number of plan heads (kv heads when shared by a GQA group, else q heads)."""
+        return int(self.key_index.shape[1])
+
+    def shares_lists(self, q_heads: int, kv_heads: int) -> bool:
+        """True when one list serves the G query heads of a kv head (H_plan == kv_heads)."""
+        return self.heads == kv_heads
+
+    def check(self, q: Tensor, k: Tensor, *, block_m: int | None = None, thorough: bool = False) -> None:
+        """Raise ValueError, saying what is wrong, when this plan does not fit ``q`` and ``k``.
+
+        The default checks are shapes, dtypes and devices (cheap, run on every call). With
+        ``thorough=True`` the contents are checked too: list bounds, key ranges, no repeated key,
+        query_order a permutation within each segment (costs a sort; for tests and debugging).
+        ``block_m`` (query positions per tile), when given, must divide the segment.
+        """
+        if q.dim() != 4 or k.dim() != 4:
+            raise ValueError(f"q and k must be 4-D (batch, heads, seq_len, head_dim); got {tuple(q.shape)}, {tuple(k.shape)}")
+        batch, q_heads, n_ctx, _ = q.shape
+        kv_heads = k.shape[1]
+        if not isinstance(self.segment, int) or self.segment < 1:
+            raise ValueError(f"plan.segment must be a positive int; got {self.segment!r}")
+        if not isinstance(self.sinks, int) or self.sinks < 0:
+            raise ValueError(f"plan.sinks must be an int >= 0; got {self.sinks!r}")
+        if block_m is not None and self.segment % block_m != 0:
+            raise ValueError(f"plan.segment ({self.segment}) must be a multiple of the tile's block_m ({block_m})")
+        n_seg = -(-n_ctx // self.segment)
+        _check_tensor("key_index", self.key_index, torch.int32, 3, q.device)
+        h_plan = self.key_index.shape[1]
+        if self.key_index.shape[0] != batch:
+            raise ValueError(f"plan.key_index has batch {self.key_index.shape[0]}, q has batch {batch}")
+        if h_plan not in (kv_heads, q_heads):
+            raise ValueError(f"plan has {h_plan} heads; it must have kv_heads ({kv_heads}) or q_heads ({q_heads})")
+        for name, tensor, dtype in (("list_start", self.list_start, torch.int64), ("list_len", self.list_len, torch.int32)):
+            _check_tensor(name, tensor, dtype, 3, q.device)
+            if tuple(tensor.shape) != (batch, h_plan, n_seg):
+                raise ValueError(f"plan.{name} must have shape (batch, H_plan, n_seg) = {(batch, h_plan, n_seg)} "
+                                 f"for seq_len {n_ctx} and segment {self.segment}; got {tuple(tensor.shape)}")
+        if self.query_order is not None:
+            _check_tensor("query_order", self.query_order, torch.int32, 3, q.device)
+            if tuple(self.query_order.shape) != (batch, h_plan, n_ctx):
+                raise ValueError(f"plan.query_order must have shape {(batch, h_plan, n_ctx)}; got {tuple(self.query_order.shape)}")
+        if thorough:
+            self._check_contents(n_ctx)
+
+    def _check_contents(self, n_ctx: int) -> None:
+        seg = self.segment
+        n_seg = self.list_len.shape[-1]
+        total = self.key_index.shape[-1]
+        start, length = self.list_start.long(), self.list_len.long()
+        if (length < 0).any() or (start < 0).any() or (start + length > total).any():
+            raise ValueError(f"plan lists must lie inside key_index (length {total}): list_start >= 0, list_len >= 0, "
+                             "list_start + list_len <= L")
+        seg_starts = torch.arange(n_seg, device=length.device) * seg
+        prefix = (seg_starts - self.sinks).clamp(min=0)
+        if (length > prefix).any():
+            raise ValueError("a segment's list is longer than its prefix [sinks, s * segment): keys would repeat")
+        for b in range(length.shape[0]):
+            for h in range(length.shape[1]):
+                for s in range(n_seg):
+                    n = int(length[b, h, s])
+                    if n == 0:
+                        continue
+                    keys = self.key_index[b, h, int(start[b, h, s]):int(start[b, h, s]) + n].long()
+                    lo, hi = self.sinks, s * seg
+                    if int(keys.min()) < lo or int(keys.max()) >= hi:
+                        raise ValueError(f"list of (batch {b}, head {h}, segment {s}) holds keys outside [{lo}, {hi})")
+                    if keys.unique().numel() != n:
+                        raise ValueError(f"list of (batch {b}, head {h}, segment {s}) repeats a key")
+        if self.query_order is not None:
+            order = self.query_order.long()
+            positions = torch.arange(n_ctx, device=order.device)
+            if (order // seg != positions // seg).any():
+                raise ValueError("plan.query_order must map each segment's slots to positions of the same segment")
+            if not torch.equal(order.sort(dim=-1).values, positions.expand_as(order)):
+                raise ValueError("plan.query_order must be a permutation of the positions (no repeats)")
+
+
+def _check_tensor(name: str, tensor: Tensor, dtype: torch.dtype, ndim: int, device: torch.device) -> None:
+    if not isinstance(tensor, Tensor):
+        raise ValueError(f"plan.{name} must be a torch.Tensor; got {type(tensor).__name__}")
+    if tensor.dtype != dtype or tensor.dim() != ndim:
+        raise ValueError(f"plan.{name} must be a {ndim}-D {dtype} tensor; got {tensor.dim()}-D {tensor.dtype}")
+    if tensor.device != device:
+        raise ValueError(f"plan.{name} is on {tensor.device}, q is on {device}: build the plan on q's device")
+
+
+def dense_plan(q: Tensor, k: Tensor, segment: int, sinks: int = 0, block_m: int | None = None, *,
+               per_head: bool = False) -> Plan:
+    """An identity-order plan whose lists hold every prefix key in position order.
+
+    With tau = 0 the executor then computes exact dense causal attention: useful for tests and as
+    the dense end of a density sweep. Lists are shared by each GQA group (H_plan = kv_heads) unless
+    ``per_head`` (H_plan = q_heads). ``block_m``, when given, is checked to divide ``segment``.
+    """
+    batch, q_heads, n_ctx, _ = q.shape
+    h_plan = q_heads if per_head else k.shape[1]
+    n_seg = -(-n_ctx // segment)
+    seg_starts = torch.arange(n_seg, dtype=torch.int64) * segment
+    lengths = (seg_starts - sinks).clamp(min=0)
+    starts = torch.cumsum(lengths, 0) - lengths
+    # Segment s's list is [sinks, s * segment); built as one arange per segment, concatenated.
+    pieces = [torch.arange(sinks, int(sinks + n), dtype=torch.int32) for n in lengths.tolist()]
+    keys = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.int32)
+    plan = Plan(
+        segment=segment,
+        sinks=sinks,
+        key_index=keys.to(q.device).expand(batch, h_plan, -1).contiguous(),
+        list_start=starts.to(q.device).expand(batch, h_plan, -1).contiguous(),
+        list_len=lengths.to(torch.int32).to(q.device).expand(batch, h_plan, -1).contiguous(),
+        query_order=None,
+    )
+    plan.check(q, k, block_m=block_m)
+    return plan

@@ -1,0 +1,71 @@
+"""The exact answer every method is scored against, and the error measures.
+
+The reference is dense causal attention in fp32 (true fp32 matmuls, TF32 off), chunked over queries
+so that 128K tokens fit: one kv head's G query heads x one query chunk x the keys up to the chunk's
+end at a time, never an N x N matrix for all heads.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import torch
+
+DEFAULT_CHUNK_BYTES = 1 << 30  # fp32 scores (and their softmax) per chunk: ~1 GB at most
+
+
+@contextmanager
+def _ieee_fp32():
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")  # TF32 would put ~1e-3 error into the reference itself
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def exact_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, *,
+                    chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> torch.Tensor:
+    """Dense causal attention in fp32: q (B, Hq, N, D), k, v (B, Hkv, N, D) -> fp32 (B, Hq, N, D).
+
+    GQA: kv head h serves q heads [h*G, (h+1)*G). ``chunk_bytes`` bounds the scores held at once.
+    """
+    batch, q_heads, n_ctx, head_dim = q.shape
+    kv_heads = k.shape[1]
+    group = q_heads // kv_heads
+    # two fp32 (G, chunk, N) buffers live at once: the scores and their softmax
+    chunk = max(1, min(n_ctx, chunk_bytes // (2 * 4 * group * n_ctx)))
+    out = torch.empty((batch, q_heads, n_ctx, head_dim), dtype=torch.float32, device=q.device)
+    positions = torch.arange(n_ctx, device=q.device)
+    with _ieee_fp32(), torch.no_grad():
+        for b in range(batch):
+            for h in range(kv_heads):
+                keys, values = k[b, h].float(), v[b, h].float()
+                heads = slice(h * group, (h + 1) * group)
+                for start in range(0, n_ctx, chunk):
+                    end = min(start + chunk, n_ctx)
+                    scores = q[b, heads, start:end].float() @ keys[:end].T * scale  # (G, chunk, end)
+                    future = positions[None, :end] > positions[start:end, None]
+                    scores.masked_fill_(future, float("-inf"))
+                    out[b, heads, start:end] = torch.softmax(scores, dim=-1) @ values[:end]
+                    del scores
+    return out
+
+
+def output_error(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    """(rel_l2, mse) of ``out`` against ``ref``: ||out - ref|| / ||ref|| and mean((out - ref)^2).
+
+    Accumulated one head at a time in float64, so no full-size temporary is made.
+    """
+    if out.shape != ref.shape:
+        raise ValueError(f"output shape {tuple(out.shape)} differs from the reference's {tuple(ref.shape)}")
+    diff_sq = 0.0
+    ref_sq = 0.0
+    for b in range(out.shape[0]):
+        for h in range(out.shape[1]):
+            o, r = out[b, h].double(), ref[b, h].double()
+            diff_sq += float(((o - r) ** 2).sum())
+            ref_sq += float((r ** 2).sum())
+    rel_l2 = math.sqrt(diff_sq) / math.sqrt(ref_sq) if ref_sq > 0 else math.inf
+    return rel_l2, diff_sq / out.numel()

@@ -1,0 +1,265 @@
+"""Run the operator bench: every (workload, ctx, method, sweep point) on the same inputs, one run.
+
+For each workload x ctx the exact fp32 reference is computed once; then each method runs once
+untimed (its output scored against the reference, its density read from its stats), and is timed:
+sparse methods as plan, execute (on a fixed plan) and plan + execute; dense methods as one call.
+Records are rewritten to JSON after every measurement, so an interrupted bench keeps what finished.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..env import collect_env, device_name
+from ..errors import UserError
+from ..methods import AttentionMethod, AttentionStats, create, parse_method_args
+from ..methods.base import SparseMethod
+from .markdown import write_markdown
+from .records import add_ratios, write_records
+from .reference import exact_reference, output_error
+from .timing import median_ms
+from .workloads import Workload, captured_tokens, is_random, load_workload
+
+
+CUDA_ONLY = ("fa2", "cudnn", "fa3")  # their kernels take CUDA tensors only
+
+
+@dataclass
+class BenchRequest:
+    """What ``s2o-eval bench`` was asked.
+
+    sweeps: method -> (parameter, values as text), e.g. {"s2o": ("tau", ["0.01", "0.003"])};
+    method_args: method -> {parameter: value as text}; ctx None: a capture's full length.
+    dtype: of random workloads (captures keep their own).
+    """
+
+    workloads: list[str]
+    methods: list[str]
+    ctx: list[int] | None = None
+    sweeps: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+    method_args: dict[str, dict[str, str]] = field(default_factory=dict)
+    reps: int = 10
+    warmup: int = 2
+    device: str | None = None
+    dtype: str = "bf16"
+    seed: int = 0
+    allow_beyond_window: bool = False
+    name: str | None = None
+    out_dir: Path = Path("reports/bench")
+
+
+@dataclass
+class BenchOutcome:
+    records: list[dict[str, Any]]
+    json_path: Path
+    markdown_path: Path
+
+
+# ------------------------------------------------------------------------------ option parsing
+
+def _scoped(text: str, option: str) -> tuple[str, str]:
+    method, sep, rest = text.partition(":")
+    if not sep or not method.strip() or not rest.strip():
+        raise UserError(f"{option} '{text}': name the method first, e.g. {option} s2o:tau=0.01,0.003")
+    return method.strip(), rest.strip()
+
+
+def parse_sweeps(texts: list[str] | None) -> dict[str, tuple[str, list[str]]]:
+    """``["s2o:tau=0.01,0.003"]`` -> ``{"s2o": ("tau", ["0.01", "0.003"])}`` (one parameter per method)."""
+    sweeps: dict[str, tuple[str, list[str]]] = {}
+    for text in texts or []:
+        method, rest = _scoped(text, "--sweep")
+        key, sep, values = rest.partition("=")
+        items = [value.strip() for value in values.split(",") if value.strip()]
+        if not sep or not key.strip() or not items:
+            raise UserError(f"--sweep '{text}': write method:parameter=v1,v2, e.g. --sweep s2o:tau=0.01,0.003")
+        if method in sweeps:
+            raise UserError(f"--sweep: '{method}' is swept twice; sweep one parameter per method")
+        sweeps[method] = (key.strip(), items)
+    return sweeps
+
+
+def parse_scoped_method_args(texts: list[str] | None) -> dict[str, dict[str, str]]:
+    """``["s2o:segment=512,sinks=64"]`` -> ``{"s2o": {"segment": "512", "sinks": "64"}}``."""
+    args: dict[str, dict[str, str]] = {}
+    for text in texts or []:
+        method, rest = _scoped(text, "--method-args")
+        args.setdefault(method, {}).update(parse_method_args(rest))
+    return args
+
+
+def default_name(workloads: list[str], ctx: list[int] | None) -> str:
+    from ..suites import ctx_label
+
+    parts = [w if is_random(w) else Path(w).stem for w in workloads]
+    parts += [ctx_label(n).lower() for n in ctx or []]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-") or "bench"
+
+
+# ------------------------------------------------------------------------------------ the run
+
+@dataclass
+class _Point:
+    method: AttentionMethod
+    args: dict[str, str]
+    sweep: dict[str, str] | None
+
+
+def _points(request: BenchRequest) -> list[_Point]:
+    """Every configured method instance the request asks for (validates names and parameters)."""
+    if not request.methods:
+        raise UserError("no method given: pass e.g. --methods fa2,cudnn,fa3,s2o")
+    for option, scoped in (("--sweep", request.sweeps), ("--method-args", request.method_args)):
+        stray = [m for m in scoped if m not in request.methods]
+        if stray:
+            raise UserError(f"{option} names {', '.join(stray)}, not in --methods {','.join(request.methods)}: "
+                            "add it to --methods")
+    points = []
+    for name in request.methods:
+        base = dict(request.method_args.get(name, {}))
+        if name in request.sweeps:
+            key, values = request.sweeps[name]
+            for value in values:
+                points.append(_Point(create(name, {**base, key: value}), {**base, key: value}, {key: value}))
+        else:
+            points.append(_Point(create(name, base), base, None))
+    return points
+
+
+def _lengths(request: BenchRequest, workload: str) -> list[int | None]:
+    if request.ctx:
+        return list(request.ctx)
+    if is_random(workload):
+        raise UserError(f"--workload {workload} needs --ctx (e.g. --ctx 32k,128k)")
+    captured_tokens(workload)  # checks the file now, before any work
+    return [None]
+
+
+def measure(method: AttentionMethod, workload: Workload, reference: torch.Tensor, *, reps: int,
+            warmup: int) -> dict[str, Any]:
+    """Times, density and error of one configured method on one workload."""
+    q, k, v, scale = workload.q, workload.k, workload.v, workload.scale
+    device = q.device
+    stats = AttentionStats()
+    if isinstance(method, SparseMethod):
+        plan = method.plan(q, k, scale=scale)
+        out = method.execute(q, k, v, plan, scale=scale, stats=stats)
+        rel_l2, mse = output_error(out, reference)
+        del out
+        ms_plan = median_ms(lambda: method.plan(q, k, scale=scale), device=device, reps=reps, warmup=warmup)
+        ms_execute = median_ms(lambda: method.execute(q, k, v, plan, scale=scale), device=device, reps=reps,
+                               warmup=warmup)
+        ms_total = median_ms(lambda: method.execute(q, k, v, method.plan(q, k, scale=scale), scale=scale),
+                             device=device, reps=reps, warmup=warmup)
+        del plan
+    else:
+        out = method.prefill(q, k, v, scale=scale, stats=stats)
+        rel_l2, mse = output_error(out, reference)
+        del out
+        ms_plan = None
+        ms_execute = ms_total = median_ms(lambda: method.prefill(q, k, v, scale=scale), device=device, reps=reps,
+                                          warmup=warmup)
+    density = stats.density if stats.calls else (None if method.sparse else 1.0)
+    return {
+        "ms_plan": ms_plan, "ms_execute": ms_execute, "ms_total": ms_total,
+        "plan_share": ms_plan / ms_total if ms_plan is not None and ms_total else None,
+        "density": density, "density_per_head": list(stats.per_head) or None,
+        "rel_l2": rel_l2, "mse": mse,
+    }
+
+
+def _resolve_device(device: str | None) -> str:
+    from ..models.loading import resolve_device
+
+    return resolve_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def run_bench(request: BenchRequest, *, progress: bool = True, console: Console | None = None) -> BenchOutcome:
+    """Run every (workload, ctx, method, sweep point); write ``<out_dir>/<name>.json`` and ``.md``."""
+    from ..models import resolve_dtype
+
+    console = console or Console(stderr=True)
+    if request.reps < 1 or request.warmup < 0:
+        raise UserError("--reps must be at least 1 and --warmup at least 0")
+    if not request.workloads:
+        raise UserError("no workload given: pass --workload llama8b-random or a capture file")
+    points = _points(request)
+    lengths = {w: _lengths(request, w) for w in request.workloads}
+    device = _resolve_device(request.device)
+    dtype = resolve_dtype(request.dtype, device)
+    name = request.name or default_name(request.workloads, request.ctx)
+    json_path = Path(request.out_dir) / f"{name}.json"
+    markdown_path = Path(request.out_dir) / f"{name}.md"
+    env = collect_env()
+    versions = {key: env["versions"].get(package) for key, package in
+                (("torch", "torch"), ("triton", "triton"), ("transformers", "transformers"), ("fa3", "fa3-fwd"))}
+    device_label = device_name() if device.startswith("cuda") else "CPU"
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+    records: list[dict[str, Any]] = []
+    steps = sum(len(n) for n in lengths.values()) * (1 + len(points))
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=not progress, transient=True) as bar:
+        task = bar.add_task("bench", total=steps)
+        for spec in request.workloads:
+            for tokens in lengths[spec]:
+                workload = load_workload(spec, tokens, device, dtype=dtype, seed=request.seed,
+                                         allow_beyond_window=request.allow_beyond_window)
+                n_ctx = workload.shape["N"]
+                bar.update(task, description=f"{workload.name} N={n_ctx}: fp32 reference")
+                reference = exact_reference(workload.q, workload.k, workload.v, workload.scale)
+                bar.advance(task)
+                group: list[dict[str, Any]] = []
+                told: set[tuple[str, str]] = set()
+                base = {"name": name, "started": started, "workload": workload.name,
+                        "workload_kind": workload.kind, "workload_note": workload.note, "source": workload.source,
+                        "beyond_window": workload.beyond_window, "ctx": n_ctx, "shape": workload.shape,
+                        "device": device_label, "versions": versions, "reps": request.reps,
+                        "warmup": request.warmup}
+                for point in points:
+                    method = point.method
+                    bar.update(task, description=f"{workload.name} N={n_ctx}: {method.name} {point.args or ''}")
+                    record = {**base, "method": method.name, "dense": not method.sparse, "args": point.args,
+                              "params": method.params(), "sweep": point.sweep, "skipped": None,
+                              "note": method.fallback_note() if isinstance(method, SparseMethod) else None,
+                              "ms_plan": None, "ms_execute": None, "ms_total": None, "plan_share": None,
+                              "density": None, "density_per_head": None, "rel_l2": None, "mse": None,
+                              "efficiency": None, "efficiency_vs": None, "speedup": {}}
+                    reason = method.unavailable_reason()
+                    if reason is None and method.name in CUDA_ONLY and not device.startswith("cuda"):
+                        reason = f"runs on CUDA only, the bench runs on {device}: pass --device cuda"
+                    if reason is None:
+                        try:
+                            record.update(measure(method, workload, reference, reps=request.reps,
+                                                  warmup=request.warmup))
+                        except torch.cuda.OutOfMemoryError:
+                            reason = f"out of {device} memory at N={n_ctx}"
+                            torch.cuda.empty_cache()
+                    if reason is not None:
+                        record["skipped"] = reason
+                        if (method.name, reason) not in told:  # once per method, not per sweep point
+                            told.add((method.name, reason))
+                            console.print(f"[yellow]skipped[/] {escape(f'{method.name} on {workload.name} N={n_ctx}: {reason}')}")
+                    elif not math.isfinite(record["rel_l2"]):
+                        record["note"] = "; ".join(filter(None, [record["note"], "output holds NaN or Inf"]))
+                    group.append(record)
+                    write_records(json_path, records + group)
+                    bar.advance(task)
+                add_ratios(group)
+                records.extend(group)
+                write_records(json_path, records)
+                write_markdown(markdown_path, records)
+                del workload, reference
+                if device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+    return BenchOutcome(records=records, json_path=json_path, markdown_path=markdown_path)

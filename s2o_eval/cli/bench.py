@@ -1,0 +1,79 @@
+"""``s2o-eval bench``: operator speed, density and error of attention methods on one set of inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..bench.markdown import fmt_args, fmt_ms, fmt_num, fmt_speedup
+from ..bench.records import BASELINES, measured
+from ..bench.runner import BenchRequest, parse_scoped_method_args, parse_sweeps, run_bench
+from ..suites import ctx_label, parse_ctx
+from .options import DeviceOpt
+
+COMMAND_KWARGS = {
+    "help": "Time attention methods (plan and execute apart) against FA2 / cuDNN / FA3 on the same inputs; "
+            "writes reports/bench/<name>.json and .md.",
+    "epilog": "Examples:\n\n"
+              "  s2o-eval bench --workload llama8b-random --ctx 32k,128k --methods fa2,cudnn,fa3,s2o\n\n"
+              "  s2o-eval bench --workload captures/gemma-3-270m-128k.pt --ctx 32k,128k --allow-beyond-window "
+              "--methods fa2,cudnn,fa3,s2o,token_oracle --sweep s2o:tau=0.01,0.003,0.001 "
+              "--sweep token_oracle:tau=0.01,0.003,0.001 --name gemma-h100",
+}
+
+
+def print_records(records: list[dict[str, Any]], console: Console | None = None) -> None:
+    """One rich table per workload x ctx, then the skipped methods."""
+    console = console or Console()
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((record["workload"], record["ctx"]), []).append(record)
+    for (workload, ctx), members in groups.items():
+        table = Table(title=f"{workload} · {ctx_label(ctx)} tokens · {members[0]['device']}")
+        columns = ["method", "args", "plan ms", "exec ms", "total ms", "density", "rel L2",
+                   *(f"vs {b}" for b in BASELINES), "eff."]
+        for column in columns:
+            table.add_column(column, justify="left" if column in ("method", "args") else "right",
+                             no_wrap=column == "method")
+        for r in filter(measured, members):
+            table.add_row(r["method"], escape(fmt_args(r.get("args"))), fmt_ms(r["ms_plan"]), fmt_ms(r["ms_execute"]),
+                          fmt_ms(r["ms_total"]), fmt_num(r["density"], ".3f"), fmt_num(r["rel_l2"], ".2e"),
+                          *(fmt_speedup(r["speedup"].get(b)) for b in BASELINES), fmt_num(r.get("efficiency"), ".2f"))
+        console.print(table)
+    for line in dict.fromkeys(f"{r['method']}: {r['skipped']}" for r in records if r.get("skipped")):
+        console.print(f"[yellow]skipped[/] {escape(line)}")
+
+
+def command(
+    workload: Annotated[Optional[list[str]], typer.Option("--workload", "-w", help="a capture file (s2o-eval capture) or llama8b-random; repeatable")] = None,
+    ctx: Annotated[Optional[str], typer.Option("--ctx", help="lengths, e.g. 32k,128k (default for a capture: all it holds)")] = None,
+    methods: Annotated[str, typer.Option("--methods", help="comma-separated methods (see `s2o-eval methods`)")] = "fa2,cudnn,fa3,s2o,token_oracle",
+    sweep: Annotated[Optional[list[str]], typer.Option("--sweep", help="method:param=v1,v2,... one point per value, e.g. s2o:tau=0.01,0.003; repeatable")] = None,
+    method_args: Annotated[Optional[list[str]], typer.Option("--method-args", help="method:key=value,..., e.g. s2o:segment=512; repeatable")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="report name: <out-dir>/<name>.json and .md")] = None,
+    reps: Annotated[int, typer.Option("--reps", help="timed calls per measurement (median reported)")] = 10,
+    warmup: Annotated[int, typer.Option("--warmup", help="untimed calls before timing (compilation, autotuning)")] = 2,
+    allow_beyond_window: Annotated[bool, typer.Option("--allow-beyond-window", help="allow --ctx past the captured model's window (recorded)")] = False,
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="where the JSON and markdown go")] = Path("reports/bench"),
+    device: DeviceOpt = None,
+    dtype: Annotated[str, typer.Option(help="dtype of random workloads: bf16 or fp16 (captures keep theirs)")] = "bf16",
+    seed: Annotated[int, typer.Option(help="seed of random workloads")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    request = BenchRequest(
+        workloads=list(workload or ["llama8b-random"]),
+        methods=[m.strip() for m in methods.split(",") if m.strip()],
+        ctx=parse_ctx(ctx) if ctx else None,
+        sweeps=parse_sweeps(sweep),
+        method_args=parse_scoped_method_args(method_args),
+        reps=reps, warmup=warmup, device=device, dtype=dtype, seed=seed,
+        allow_beyond_window=allow_beyond_window, name=name, out_dir=out_dir,
+    )
+    outcome = run_bench(request, progress=not quiet)
+    print_records(outcome.records)
+    Console().print(f"wrote {escape(str(outcome.json_path))} and {escape(str(outcome.markdown_path))}")

@@ -1,0 +1,49 @@
+"""``s2o-eval compare``: two or more stored runs -> reports/<name>/report.md with plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from ..errors import UserError
+from ..reporting import load_runs, write_report
+from ..reporting.terminal import prefill_table, suite_averages_table
+
+# shared by compare, report and regress
+RunsDirOption = Annotated[Path, typer.Option("--runs-dir", help="Where method names are looked up.")]
+OutOption = Annotated[Optional[Path], typer.Option("--out", help="Report directory (default: reports/<name>).")]
+NameOption = Annotated[Optional[str], typer.Option("--name", help="Report name (default: derived from the runs).")]
+
+COMMAND_KWARGS = {
+    "help": "Compare stored runs (the first is the baseline): scores, deltas, prefill speedup, density, plots.",
+    "epilog": "Examples:\n\n"
+              "  s2o-eval compare dense s2o\n\n"
+              "  s2o-eval compare runs/gemma-fa3-1a2b3c runs/gemma-s2o-4d5e6f --name s2o-tau0.01\n\n"
+              "  s2o-eval compare fa3 s2o flexprefill --out reports/peers-16k",
+}
+
+
+def command(
+    runs: Annotated[list[str], typer.Argument(help="Run directories or method names (newest run of that "
+                                                   "method under --runs-dir); the first is the baseline.",
+                                              metavar="RUN...", show_default=False)],
+    out: OutOption = None,
+    name: NameOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
+) -> None:
+    if len(runs) < 2:
+        raise UserError("compare needs at least two runs: for a single run use `s2o-eval report RUN`")
+    loaded = load_runs(runs, runs_dir)
+    labels = [r.label for r in loaded]
+    name = name or "-vs-".join(labels)
+    report, content = write_report(loaded, out or Path("reports") / name, title=f"Comparison: {' vs '.join(labels)}")
+    console = Console()
+    for warning in content.warnings:
+        console.print(f"[yellow]Warning:[/] {warning}", highlight=False)
+    console.print(suite_averages_table(content))
+    if content.prefill:
+        console.print(prefill_table(content))
+    console.print(f"Report: {report}", highlight=False)

@@ -1,0 +1,24 @@
+"""``s2o-eval methods``: every registered method, whether it runs here, and its parameters."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rich.console import Console
+from rich.table import Table
+
+from ..methods import METHODS, resolve_dense
+
+COMMAND_KWARGS = {"help": "List attention methods, their availability here and their parameters."}
+
+
+def command() -> None:
+    table = Table(title=f"attention methods (dense = {resolve_dense()} here)")
+    for col in ("method", "available", "parameters (defaults)", "what"):
+        table.add_column(col)
+    for name, cls in METHODS.items():
+        method = cls()
+        reason = method.unavailable_reason()
+        params = ", ".join(f"{f.name}={getattr(method, f.name)}" for f in dataclasses.fields(cls)) or "-"
+        table.add_row(name, "[green]yes[/]" if reason is None else f"[red]no[/]: {reason}", params, cls.summary)
+    Console().print(table)

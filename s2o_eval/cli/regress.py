@@ -1,0 +1,61 @@
+"""``s2o-eval regress``: gate a run against a baseline of per-sample scores (exit 0 pass, 1 regression,
+2 not comparable), or write that baseline with ``--update``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ..errors import UserError
+from ..reporting import baseline_from_run, check_comparable, evaluate, load_baseline, load_runs, save_baseline
+from ..reporting.regress import DEFAULT_ALPHA, DEFAULT_TOLERANCE
+from ..reporting.terminal import verdict_table
+from .compare import RunsDirOption
+
+COMMAND_KWARGS = {
+    "help": "Fail (exit 1) when a run's accuracy regressed against a stored baseline; exit 2 when the two "
+            "cannot be compared. --update writes the baseline from the run instead.",
+    "epilog": "Examples:\n\n"
+              "  s2o-eval regress runs/nightly/s2o --against reports/baselines/nightly-gemma3-270m-h100.json\n\n"
+              "  s2o-eval regress s2o --against reports/baselines/nightly-gemma3-270m-h100.json --tolerance 3\n\n"
+              "  s2o-eval regress runs/nightly/s2o --against reports/baselines/nightly-gemma3-270m-h100.json --update",
+}
+
+
+def command(
+    run: Annotated[str, typer.Argument(help="A run directory or a method name (its newest run under --runs-dir).",
+                                       metavar="RUN", show_default=False)],
+    against: Annotated[Path, typer.Option("--against", help="Baseline JSON of per-sample scores.",
+                                          show_default=False)],
+    tolerance: Annotated[float, typer.Option(help="Largest allowed drop of a suite average, in points (0-100).")]
+    = DEFAULT_TOLERANCE,
+    update: Annotated[bool, typer.Option("--update", help="Write the baseline from RUN instead of checking.")]
+    = False,
+    runs_dir: RunsDirOption = Path("runs"),
+) -> None:
+    (loaded,) = load_runs([run], runs_dir)
+    console = Console()
+    if update:
+        baseline = baseline_from_run(loaded)
+        save_baseline(baseline, against)
+        console.print(f"Wrote baseline {against}: {len(baseline['samples'])} samples of {loaded.label} "
+                      f"({loaded.path})", highlight=False)
+        return
+    baseline = load_baseline(against)
+    check_comparable(baseline, loaded)
+    if baseline.get("method_resolved") not in (None, loaded.method):
+        console.print(f"[yellow]Note:[/] the baseline was made with {baseline['method_resolved']}, "
+                      f"this run used {loaded.method}", highlight=False)
+    verdict = evaluate(baseline, loaded, tolerance=tolerance, alpha=DEFAULT_ALPHA)
+    if verdict.passed:
+        console.print(verdict_table(verdict, only_regressions=False))
+        console.print(f"No regression against {against} (averages within {tolerance:g} points, no cell "
+                      f"dropping at p < {DEFAULT_ALPHA:g}).", highlight=False)
+        return
+    console.print(verdict_table(verdict, only_regressions=True))
+    count = len(verdict.regressions)
+    raise UserError(f"{count} regression{'s' if count > 1 else ''} against {against} (table above): find the "
+                    "cause, or if the change is intended refresh the baseline with --update")

@@ -1,0 +1,38 @@
+"""``s2o-eval report``: one stored run -> reports/<name>/report.md with plots (no deltas)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ..reporting import load_runs, write_report
+from ..reporting.terminal import prefill_table, suite_averages_table
+from .compare import NameOption, OutOption, RunsDirOption
+
+COMMAND_KWARGS = {
+    "help": "Render one stored run: scores by task and length, prefill time, density, environment, plots.",
+    "epilog": "Examples:\n\n"
+              "  s2o-eval report s2o\n\n"
+              "  s2o-eval report runs/gemma-s2o-4d5e6f --out reports/s2o-gemma-16k",
+}
+
+
+def command(
+    run: Annotated[str, typer.Argument(help="A run directory or a method name (its newest run under --runs-dir).",
+                                       metavar="RUN", show_default=False)],
+    out: OutOption = None,
+    name: NameOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
+) -> None:
+    (loaded,) = load_runs([run], runs_dir)
+    name = name or loaded.path.name
+    report, content = write_report([loaded], out or Path("reports") / name,
+                                   title=f"Run report: {loaded.label} ({loaded.path.name})")
+    console = Console()
+    console.print(suite_averages_table(content))
+    if content.prefill:
+        console.print(prefill_table(content))
+    console.print(f"Report: {report}", highlight=False)

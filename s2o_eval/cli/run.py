@@ -1,0 +1,94 @@
+"""``s2o-eval run``: evaluate a model with a swapped prefill attention on the task suites."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import UserError
+from ..evaluation import RunRequest, run_evaluation
+from ..methods import parse_method_args
+from ..models import DEFAULT_MODEL
+from ..suites import ctx_label, load_named_suite, parse_ctx
+from .options import CtxOpt, DataDirOpt, DeviceOpt, MethodArgsOpt, MethodOpt, ModelOpt
+
+COMMAND_KWARGS = {
+    "help": "Run (or resume) an evaluation; prints the results table and writes a run directory.",
+    "epilog": "Examples:\n\n"
+              "  s2o-eval run --task ruler --ctx 4k --limit 2\n\n"
+              "  s2o-eval run --task ruler:niah_single_1,vt --ctx 4k,16k --method s2o --method-args tau=0.003\n\n"
+              "  s2o-eval run --task longbench-v2 --ctx 128k --method fa2 --model meta-llama/Llama-3.1-8B-Instruct\n\n"
+              "  s2o-eval run --suite nightly --method s2o\n\n"
+              "  s2o-eval run --task ruler --ctx 16k --method s2o --sweep tau=0.01,0.003,0.001",
+}
+
+
+def parse_sweep(text: str | None) -> list[dict[str, str]] | None:
+    """``"tau=0.01,0.003"`` -> ``[{"tau": "0.01"}, {"tau": "0.003"}]``."""
+    if not text:
+        return None
+    key, sep, values = text.partition("=")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not key.strip() or not items:
+        raise UserError(f"--sweep '{text}': write one parameter and its values, e.g. --sweep tau=0.01,0.003")
+    return [{key.strip(): v} for v in items]
+
+
+def print_results(outcomes, console: Console | None = None) -> None:
+    console = console or Console()
+    for outcome in outcomes:
+        config = outcome.summary["config"]
+        table = Table(title=f"{config['model_name']} · {config['method_resolved']} {config['method_args'] or ''}",
+                      caption=str(outcome.run_dir.path))
+        for col in ("task", "ctx", "n", "score", "prefill ms (mean)", "p90", "density"):
+            table.add_column(col, justify="left" if col == "task" else "right")
+        for row in outcome.summary["results"]:
+            label = row["task"].removeprefix("s2o_") + (f" [{row['group']}]" if row.get("group") else "")
+            fmt = lambda v, spec=".1f": "-" if v is None else format(v, spec)  # noqa: E731
+            table.add_row(label, ctx_label(row["ctx"]), str(row["n"]), fmt(row["score"]),
+                          fmt(row["prefill_ms_mean"]), fmt(row["prefill_ms_p90"]), fmt(row["density_mean"], ".3f"))
+        console.print(table)
+        if outcome.skipped:
+            console.print(f"[yellow]{len(outcome.skipped)} task(s) skipped[/] (reasons above)")
+
+
+def command(
+    task: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="suite or suite:task,task (ruler, longbench-v2, infinitebench)")] = None,
+    ctx: CtxOpt = "4k",
+    method: MethodOpt = "dense",
+    method_args: MethodArgsOpt = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="samples per task per length (fixed, seeded)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of synthetic documents and sample selection")] = 0,
+    chat_template: Annotated[str, typer.Option("--chat-template", help="auto | on | off")] = "auto",
+    data_dir: DataDirOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="run directory (default runs/<model>-<method>-<hash>)")] = None,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="where default run directories go")] = Path("runs"),
+    suite: Annotated[Optional[str], typer.Option("--suite", help="a named selection, e.g. nightly (its tasks, ctx, limit, seed)")] = None,
+    sweep: Annotated[Optional[str], typer.Option("--sweep", help="one run per value of a method parameter, e.g. tau=0.01,0.003")] = None,
+    allow_beyond_window: Annotated[bool, typer.Option("--allow-beyond-window", help="allow --ctx past the model's window (recorded)")] = False,
+    device: DeviceOpt = None,
+    dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    ctx_given = ctx
+    if suite:
+        named = load_named_suite(suite)
+        task = task or named["tasks"]
+        ctx = ctx_given if ctx_given != "4k" else named["ctx"]
+        limit = limit if limit is not None else named.get("limit")
+        seed = seed if seed != 0 else named.get("seed", 0)
+    if not task:
+        raise UserError("no task given: pass --task ruler (see `s2o-eval tasks`) or --suite nightly")
+    request = RunRequest(model=model, method=method, tasks=list(task), ctx=parse_ctx(ctx),
+                         method_args=parse_method_args(method_args), limit=limit, seed=seed,
+                         chat_template=chat_template, data_dir=data_dir, out=out, runs_dir=runs_dir,
+                         allow_beyond_window=allow_beyond_window, device=device, dtype=dtype, suite=suite)
+    if limit is not None and limit < 1:
+        raise UserError("--limit must be at least 1")
+    outcomes = run_evaluation(request, parse_sweep(sweep), progress=not quiet)
+    print_results(outcomes)

@@ -1,0 +1,304 @@
+"""The one executor of evaluation runs: model in, run directories out.
+
+For each method configuration (one, or one per ``--sweep`` value, sharing the model load) it opens
+the run directory named from the config, and for every (ctx, task, sample) not yet in
+``samples.jsonl`` runs lm-eval on that one sample and appends the scored record at once, so an
+interruption loses at most the sample in flight and a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import __version__
+from .env import collect_env, git_commit
+from .errors import UserError
+from .methods import AttentionMethod, create
+from .rundir import RunDir, config_hash
+from .suites import TaskRef, ctx_label, parse_tasks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunRequest:
+    """Everything ``s2o-eval run`` was asked for."""
+
+    model: str
+    method: str
+    tasks: list[str]
+    ctx: list[int]
+    method_args: dict[str, str] = field(default_factory=dict)
+    limit: int | None = None
+    seed: int = 0
+    chat_template: str = "auto"  # auto | on | off
+    data_dir: str | None = None
+    out: Path | None = None
+    runs_dir: Path = Path("runs")
+    allow_beyond_window: bool = False
+    device: str | None = None
+    dtype: str = "auto"
+    suite: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    run_dir: RunDir
+    summary: dict[str, Any]
+    skipped: list[str]  # one line per task that could not run (missing data ...)
+
+
+def _quiet_libraries() -> None:
+    for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    except Exception:  # pragma: no cover - logging only
+        pass
+
+
+def _find_task_problem(err: BaseException):
+    """The user-side reason a task could not be built (data missing, window too small), if that is it."""
+    from s2o_tasks.common import DataUnavailable, TaskDoesNotFit
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (DataUnavailable, TaskDoesNotFit)):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def resolve_chat_template(choice: str, has_template: bool) -> bool:
+    if choice not in ("auto", "on", "off"):
+        raise UserError(f"--chat-template {choice}: use auto, on or off")
+    if choice == "on" and not has_template:
+        raise UserError("--chat-template on: this model's tokenizer has no chat template; use off")
+    return has_template if choice == "auto" else choice == "on"
+
+
+def template_overhead(tokenizer, use_template: bool) -> int:
+    """Tokens the model sees besides the task's prompt text: BOS and the chat template's wrapping.
+
+    Tasks leave room for them, so that prompt + overhead + generation budget fits ``--ctx``.
+    """
+    probe = "x"
+    text = probe
+    if use_template:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": probe}], tokenize=False,
+                                             add_generation_prompt=True)
+    bos = getattr(tokenizer, "bos_token", None)
+    # as lm-eval encodes: no second BOS when the rendered text already starts with one
+    add_special = not (bos and text.startswith(bos))
+    seen = len(tokenizer(text, add_special_tokens=add_special)["input_ids"])
+    return max(0, seen - len(tokenizer(probe, add_special_tokens=False)["input_ids"]))
+
+
+def build_config(request: RunRequest, loaded, method: AttentionMethod, refs: list[TaskRef],
+                 use_template: bool) -> dict[str, Any]:
+    return {
+        "model": request.model,
+        "model_name": loaded.name,
+        "model_revision": loaded.revision,
+        "method": request.method,
+        "method_resolved": method.name,
+        "method_args": method.params(),
+        "tasks": [r.lm_eval_name for r in refs],
+        "task_specs": list(request.tasks),
+        "suite": request.suite,
+        "ctx": list(request.ctx),
+        "limit": request.limit,
+        "sample_selection": "RULER: documents 0..limit-1 generated from the seed; datasets: a seeded sample of limit",
+        "seed": request.seed,
+        "chat_template": use_template,
+        "batch_size": 1,
+        "dtype": str(loaded.model.dtype).replace("torch.", ""),
+        "device": str(loaded.model.device),
+        "data_dir": request.data_dir,
+        "allow_beyond_window": request.allow_beyond_window,
+        "model_window": loaded.max_window,
+        "tool_version": __version__,
+        "git_commit": git_commit(),
+    }
+
+
+def run_dir_for(request: RunRequest, config: dict[str, Any], many: bool) -> RunDir:
+    if request.out is not None:
+        out = Path(request.out)
+        if many:  # one directory per sweep value beneath --out
+            out = out / f"{config['method_resolved']}-{config_hash(config)}"
+        return RunDir(out)
+    name = f"{config['model_name']}-{config['method_resolved']}-{config_hash(config)}"
+    return RunDir(Path(request.runs_dir) / name.replace("/", "_"))
+
+
+def _check_window(request: RunRequest, loaded) -> None:
+    too_long = [c for c in request.ctx if c > loaded.max_window]
+    if too_long and not request.allow_beyond_window:
+        raise UserError(
+            f"--ctx {ctx_label(max(too_long))} is beyond {loaded.name}'s window of {loaded.max_window} tokens: "
+            "lower --ctx, or pass --allow-beyond-window to run past it (recorded in the run)")
+
+
+def _sample_record(ref: TaskRef, ctx: int, index: int, logged: dict, measurement) -> dict[str, Any]:
+    doc = logged.get("doc", {})
+    prediction = logged.get("filtered_resps", [""])[0]
+    if isinstance(prediction, (list, tuple)):
+        prediction = prediction[0] if prediction else ""
+    golds = doc.get("outputs", doc.get("answer", logged.get("target")))
+    groups = doc.get("groups")
+    record = {
+        "task": ref.lm_eval_name,
+        "ctx": ctx,
+        "index": index,
+        "prompt_tokens": measurement.prompt_tokens if measurement else None,
+        "prompt_sha": measurement.prompt_sha if measurement else None,
+        "prediction": prediction,
+        "golds": golds,
+        "score": 100.0 * float(logged["score"]),
+        "prefill_ms": measurement.prefill_ms if measurement else None,
+        "density": measurement.density if measurement else None,
+        "peak_mem_mb": measurement.peak_mem_mb if measurement else None,
+    }
+    if groups:
+        record["group"] = list(groups) if not isinstance(groups, str) else [groups]
+    return record
+
+
+class _Progress:
+    """A rich progress bar over samples (silent when not attached to a terminal is fine too)."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), transient=False, disable=not enabled)
+        self.bar = self.progress.add_task("samples", total=total)
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def describe(self, text: str) -> None:
+        self.progress.update(self.bar, description=text)
+
+    def advance(self) -> None:
+        self.progress.advance(self.bar)
+
+
+def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = None, *,
+                   loaded=None, progress: bool = True,
+                   on_error: Callable[[str], None] | None = None) -> list[RunOutcome]:
+    """Run (or resume) the requested evaluation; one outcome per method configuration."""
+    from lm_eval.evaluator import evaluate
+    from lm_eval.tasks import TaskManager, get_task_dict
+    from s2o_tasks import TASKS_DIR
+
+    from .lm import S2OEvalLM
+    from .models import load_model
+
+    _quiet_libraries()
+    report = on_error or (lambda line: print(f"Skipped: {line}", file=sys.stderr))
+    refs = parse_tasks(request.tasks)
+    variants = [dict(request.method_args, **values) for values in (sweep or [{}])]
+    methods = [create(request.method, args) for args in variants]
+    for method in methods:
+        reason = method.unavailable_reason()
+        if reason:
+            raise UserError(f"method '{method.name}' is not available here: {reason}")
+        note = getattr(method, "fallback_note", lambda: None)()
+        if note:
+            report_note = f"note: {note}"
+            print(report_note, file=sys.stderr)
+
+    if loaded is None:
+        device = request.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        loaded = load_model(request.model, device=device, dtype=request.dtype)
+    _check_window(request, loaded)
+    use_template = resolve_chat_template(request.chat_template, loaded.chat_template)
+    overhead = template_overhead(loaded.tokenizer, use_template)
+
+    outcomes = []
+    for method in methods:
+        config = build_config(request, loaded, method, refs, use_template)
+        run_dir = run_dir_for(request, config, many=len(methods) > 1)
+        if run_dir.exists():
+            old = run_dir.config()
+            if config_hash(old) != config_hash(config):
+                raise UserError(f"{run_dir.path} holds a run with another configuration: choose another --out")
+        run_dir.write_config(config)
+        run_dir.write_env(collect_env())
+        lm = S2OEvalLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, method=method,
+                       max_length=max(max(request.ctx), loaded.max_window), batch_size=1,
+                       device=str(loaded.model.device))
+        skipped = _evaluate_into(run_dir, lm, refs, request, loaded, use_template, overhead,
+                                 evaluate, TaskManager, get_task_dict, TASKS_DIR, report, progress)
+        outcomes.append(RunOutcome(run_dir, run_dir.write_summary(), skipped))
+    return outcomes
+
+
+def _evaluate_into(run_dir, lm, refs, request, loaded, use_template, overhead, evaluate, TaskManager,
+                   get_task_dict, tasks_dir, report, progress) -> list[str]:
+    done = run_dir.done_keys()
+    skipped: list[str] = []
+    plans: list[tuple[int, TaskRef, dict, list[int]]] = []
+    for ctx in request.ctx:
+        metadata = {"tokenizer": loaded.tokenizer_path, "max_seq_length": ctx, "num_samples": request.limit,
+                    "seed": request.seed, "data_dir": request.data_dir, "template_overhead": overhead}
+        manager = TaskManager(include_path=str(tasks_dir), include_defaults=False, metadata=metadata,
+                              verbosity="ERROR")
+        for ref in refs:
+            try:
+                task_dict = get_task_dict([ref.lm_eval_name], manager)
+            except Exception as err:  # data missing offline, or a window too small: say what to do
+                problem = _find_task_problem(err)
+                if problem is None:
+                    raise
+                line = f"{ref.label} at {ctx_label(ctx)}: {problem}"
+                report(line)
+                skipped.append(line)
+                continue
+            task = task_dict[ref.lm_eval_name] if ref.lm_eval_name in task_dict else next(iter(task_dict.values()))
+            # the task already holds just the selected documents (num_samples, seed); each carries its
+            # stable index in the suite (RULER: generation index; datasets: position in the file)
+            todo = [(pos, int(doc.get("index", pos))) for pos, doc in enumerate(task.eval_docs)
+                    if (ref.lm_eval_name, ctx, int(doc.get("index", pos))) not in done]
+            if todo:
+                plans.append((ctx, ref, task_dict, todo))
+
+    total = sum(len(todo) for *_, todo in plans)
+    with _Progress(total, enabled=progress) as bar:
+        for ctx, ref, task_dict, todo in plans:
+            bar.describe(f"{ref.label} {ctx_label(ctx)}")
+            for position, index in todo:
+                lm.measurements.clear()
+                try:
+                    results = evaluate(lm, task_dict, samples={ref.lm_eval_name: [position]}, log_samples=True,
+                                       bootstrap_iters=0, apply_chat_template=use_template,
+                                       verbosity="ERROR")
+                except torch.cuda.OutOfMemoryError:
+                    n_done = len(run_dir.done_keys())
+                    raise UserError(
+                        f"out of GPU memory on {ref.label} at {ctx_label(ctx)} (sample {index}); the {n_done} "
+                        f"finished samples are kept in {run_dir.path}: lower --ctx or free the GPU, then rerun "
+                        "the same command to resume") from None
+                logged = results["samples"][ref.lm_eval_name][0]
+                measurement = next(iter(lm.measurements.values()), None)
+                run_dir.append_sample(_sample_record(ref, ctx, index, logged, measurement))
+                bar.advance()
+    return skipped

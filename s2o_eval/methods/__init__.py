@@ -1,0 +1,76 @@
+"""The one registry of prefill attention methods: a short name -> a method class.
+
+Adding a method is one file (a dataclass subclassing ``AttentionMethod``) and one line below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from ..errors import UserError
+from .base import AttentionMethod, AttentionStats
+from .dense import DENSE_PREFERENCE, FA2, FA3, SDPA, CuDNN, Eager
+
+METHODS: dict[str, type[AttentionMethod]] = {
+    cls.name: cls
+    for cls in (FA2, CuDNN, FA3, SDPA, Eager)
+}
+
+
+def _coerce(value: str, annotation) -> object:
+    kind = annotation if isinstance(annotation, type) else eval(annotation, {})  # "float" -> float
+    if kind is bool:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(value)
+    return kind(value)
+
+
+def parse_method_args(text: str | None) -> dict[str, str]:
+    """``"tau=0.01,segment=1024"`` -> ``{"tau": "0.01", "segment": "1024"}``."""
+    args: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        if "=" not in part:
+            raise UserError(f"method argument '{part}' is not key=value: write e.g. --method-args tau=0.01")
+        key, value = part.split("=", 1)
+        args[key.strip()] = value.strip()
+    return args
+
+
+def resolve_dense() -> str:
+    """The fastest dense method that runs on this machine."""
+    for name in DENSE_PREFERENCE:
+        if METHODS[name]().unavailable_reason() is None:
+            return name
+    return "eager"
+
+
+def create(name: str, args: dict[str, str] | None = None) -> AttentionMethod:
+    """A configured method instance; ``dense`` resolves to the fastest dense method here."""
+    if name == "dense":
+        name = resolve_dense()
+    if name not in METHODS:
+        known = ", ".join(sorted([*METHODS, "dense"]))
+        raise UserError(f"unknown method '{name}': choose one of {known} (see `s2o-eval methods`)")
+    cls = METHODS[name]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in (args or {}).items():
+        if key not in fields:
+            allowed = ", ".join(fields) or "none"
+            raise UserError(f"method '{name}' has no parameter '{key}': its parameters are {allowed}")
+        try:
+            kwargs[key] = _coerce(value, hints.get(key, str))
+        except (ValueError, TypeError):
+            raise UserError(f"method '{name}': {key}={value!r} is not a valid {hints.get(key, str).__name__}") from None
+    try:
+        return cls(**kwargs)
+    except ValueError as err:  # a method's own validation (__post_init__)
+        raise UserError(f"method '{name}': {err}") from None
+
+
+__all__ = ["AttentionMethod", "AttentionStats", "METHODS", "create", "parse_method_args", "resolve_dense"]

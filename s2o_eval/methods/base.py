@@ -1,0 +1,87 @@
+"""What a prefill attention method is, to the rest of the harness.
+
+A method is a small dataclass: its fields are its hyper-parameters (typed, with defaults), and it
+knows how to run causal prefill attention on ``q (batch, q_heads, seq_len, head_dim)`` and
+``k, v (batch, kv_heads, seq_len, head_dim)`` (GQA: ``q_heads`` a multiple of ``kv_heads``).
+Methods never see models: the patching layer hands them tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+
+@dataclass
+class AttentionStats:
+    """What a sparse method reports about the prefill passes it ran (summed over layers and calls).
+
+    ``computed`` and ``causal`` count QK pairs; density = computed / causal.
+    """
+
+    computed: float = 0.0
+    causal: float = 0.0
+    calls: int = 0
+    per_head: list[float] = field(default_factory=list)  # density per (layer call, q head), in call order
+
+    def add(self, computed: float, causal: float, per_head: list[float] | None = None) -> None:
+        self.computed += float(computed)
+        self.causal += float(causal)
+        self.calls += 1
+        if per_head:
+            self.per_head.extend(float(x) for x in per_head)
+
+    @property
+    def density(self) -> float | None:
+        return self.computed / self.causal if self.causal else None
+
+
+@dataclass
+class AttentionMethod:
+    """Base of every method. Subclasses set ``name`` and override ``prefill`` (and ``unavailable_reason``)."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    sparse: ClassVar[bool] = False
+
+    def unavailable_reason(self) -> str | None:
+        """None when the method runs on this machine, else one line: why not and what to do."""
+        return None
+
+    def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
+                stats: AttentionStats | None = None) -> torch.Tensor:
+        """Causal attention over the whole prompt. Returns ``(batch, q_heads, seq_len, head_dim)``."""
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """Hyper-parameters as plain data (recorded in config.json and bench records)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SparseMethod(AttentionMethod):
+    """A method that first plans (which keys each query tile visits, in what order) and then runs the
+    shared index-guided executor on the plan. The bench times the two halves separately."""
+
+    sparse: ClassVar[bool] = True
+
+    def plan(self, q: torch.Tensor, k: torch.Tensor, *, scale: float):
+        """The plan for these inputs (an ``s2o_kernels.Plan``)."""
+        raise NotImplementedError
+
+    def execute(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan, *, scale: float,
+                stats: AttentionStats | None = None) -> torch.Tensor:
+        """Run the executor on ``plan``; adds computed / causal pair counts to ``stats``."""
+        raise NotImplementedError
+
+    def prefill(self, q, k, v, *, scale, stats: AttentionStats | None = None):
+        return self.execute(q, k, v, self.plan(q, k, scale=scale), scale=scale, stats=stats)
+
+    def fallback_note(self) -> str | None:
+        """A line to show when this machine runs the method through its slow PyTorch reference."""
+        if not torch.cuda.is_available():
+            return f"{self.name} runs through its PyTorch reference on this machine (no GPU): correct, slow"
+        return None

@@ -1,0 +1,22 @@
+"""Model loading: the embedded default (Gemma 3 270M from a packaged GGUF), any hub id, local dir or .gguf file.
+
+    from s2o_eval.models import load_model
+    loaded = load_model("gemma-3-270m", device="cpu")      # first call converts the GGUF once (~1 min)
+    loaded.model, loaded.tokenizer, loaded.tokenizer_path, loaded.max_window
+"""
+
+from .cache import CACHE_ENV, cache_root
+from .loading import LoadedModel, load_model, load_tokenizer_only, resolve_dtype
+from .sources import DEFAULT_MODEL, ModelSource, resolve_model_source
+
+__all__ = [
+    "CACHE_ENV",
+    "DEFAULT_MODEL",
+    "LoadedModel",
+    "ModelSource",
+    "cache_root",
+    "load_model",
+    "load_tokenizer_only",
+    "resolve_dtype",
+    "resolve_model_source",
+]

@@ -1,0 +1,11 @@
+"""Reports from stored runs: tables (pure functions over sample records), plots, markdown, and the
+regression gate against a baseline of per-sample scores. Nothing here imports torch or touches a GPU."""
+
+from .build import ReportContent, compute, write_report
+from .regress import (BASELINE_SCHEMA, Verdict, baseline_from_run, check_comparable, evaluate, load_baseline,
+                      save_baseline)
+from .runs import LoadedRun, load_runs, resolve_run, restrict_to_common
+
+__all__ = ["BASELINE_SCHEMA", "LoadedRun", "ReportContent", "Verdict", "baseline_from_run", "check_comparable",
+           "compute", "evaluate", "load_baseline", "load_runs", "resolve_run", "restrict_to_common",
+           "save_baseline", "write_report"]

@@ -1,0 +1,96 @@
+"""Assemble a report directory: tables from the runs' samples, PNG plots, report.md, and a copy of each
+run's summary.json (``<label>.summary.json``), as the contracts table asks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import markdown, plots, tables
+from .runs import LoadedRun, restrict_to_common, summary_to_copy
+
+PLOT_FILES = {
+    "scores": "score_vs_ctx.png",
+    "prefill": "prefill_vs_ctx.png",
+    "speedup": "speedup_vs_ctx.png",
+    "density": "density_vs_ctx.png",
+}
+
+
+@dataclass
+class ReportContent:
+    """Everything a report shows, as data (the markdown renderer reads only this)."""
+
+    title: str
+    runs: list[LoadedRun]                      # restricted to the common samples
+    warnings: list[str]
+    lengths: list[int]
+    cells: list[dict[str, Any]]                # tables.score_cells
+    suites: dict[str, dict[str, Any]]          # label -> tables.suite_table
+    averages: list[dict[str, Any]]             # tables.suite_averages
+    prefill: list[dict[str, Any]]              # tables.prefill_by_ctx
+    density: list[dict[str, Any]]              # tables.density_by_ctx
+    groups: dict[str, dict]                    # label -> tables.group_results
+    environment: list[dict[str, Any]]          # tables.environment_rows
+    plots: dict[str, str] = field(default_factory=dict)      # key -> PNG file name
+    summaries: dict[str, str] = field(default_factory=dict)  # label -> copied summary file name
+
+    @property
+    def baseline(self) -> str:
+        return self.runs[0].label
+
+
+def compute(runs: list[LoadedRun], title: str) -> ReportContent:
+    """All tables of a report over ``runs`` (the first is the baseline), on their common samples."""
+    restricted, warnings = restrict_to_common(runs)
+    by_label = {r.label: r.samples for r in restricted}
+    return ReportContent(
+        title=title,
+        runs=restricted,
+        warnings=warnings,
+        lengths=tables.context_lengths(by_label),
+        cells=tables.score_cells(by_label),
+        suites={label: tables.suite_table(samples) for label, samples in by_label.items()},
+        averages=tables.suite_averages(by_label),
+        prefill=tables.prefill_by_ctx(by_label),
+        density=tables.density_by_ctx(by_label),
+        groups={label: tables.group_results(samples) for label, samples in by_label.items()},
+        environment=tables.environment_rows({r.label: r.config for r in restricted},
+                                            {r.label: r.env for r in restricted}),
+    )
+
+
+def _draw(content: ReportContent, out_dir: Path) -> None:
+    labels = [r.label for r in content.runs]  # fixes each run's colour across figures
+    content.plots["scores"] = plots.plot_scores(content.averages, out_dir / PLOT_FILES["scores"]).name
+    if content.prefill:
+        path = plots.plot_prefill(content.prefill, out_dir / PLOT_FILES["prefill"], labels)
+        content.plots["prefill"] = path.name
+        if len(content.runs) > 1 and any(r["label"] != content.baseline and r["speedup"] for r in content.prefill):
+            path = plots.plot_speedup(content.prefill, content.baseline, out_dir / PLOT_FILES["speedup"], labels)
+            content.plots["speedup"] = path.name
+    if content.density:
+        path = plots.plot_density(content.density, out_dir / PLOT_FILES["density"], labels)
+        content.plots["density"] = path.name
+
+
+def write_report(runs: list[LoadedRun], out_dir: Path, title: str) -> tuple[Path, ReportContent]:
+    """Write ``out_dir/report.md`` with its plots and the runs' summaries; returns its path and content.
+    Files of an earlier report in the same directory are replaced (a report is recomputed from data)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    content = compute(runs, title)
+    for name in PLOT_FILES.values():  # a plot this report does not draw must not linger from the last one
+        (out_dir / name).unlink(missing_ok=True)
+    _draw(content, out_dir)
+    for run in runs:  # the full, unrestricted summaries: what each run itself recorded
+        name = f"{run.label}.summary.json"
+        with open(out_dir / name, "w") as fh:
+            json.dump(summary_to_copy(run), fh, indent=2, default=str)
+            fh.write("\n")
+        content.summaries[run.label] = name
+    report = out_dir / "report.md"
+    report.write_text(markdown.render(content))
+    return report, content

@@ -1,0 +1,151 @@
+"""Runs as reports see them: found by directory or by method name, loaded through ``RunDir``, labelled,
+and restricted to the samples every compared run has (so no number mixes different prompts)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import NotComparable, UserError
+from ..rundir import RunDir, sample_key, summarize
+
+# Dense methods by CLI name (the contracts table). Kept here, not read from the methods registry,
+# so that reading reports never imports torch.
+DENSE_METHODS = frozenset({"fa2", "cudnn", "fa3", "sdpa", "eager", "dense"})
+
+
+@dataclass
+class LoadedRun:
+    """One run directory's files, read once. ``label`` names the run in tables, plots and file names."""
+
+    label: str
+    path: Path
+    config: dict[str, Any]
+    env: dict[str, Any]
+    samples: list[dict[str, Any]]
+    summary: dict[str, Any] | None = None  # summary.json as stored, when there is one
+
+    @property
+    def method(self) -> str:
+        """The method that actually ran (the resolved one, e.g. ``fa3`` for a requested ``dense``)."""
+        return str(self.config.get("method_resolved") or self.config.get("method") or "?")
+
+    @property
+    def model(self) -> Any:
+        return self.config.get("model")
+
+    @property
+    def sparse(self) -> bool:
+        """Whether the run recorded a density: only sparse methods do."""
+        return any(r.get("density") is not None for r in self.samples)
+
+
+def _newest_samples_mtime(run: RunDir) -> float:
+    return run.samples_path.stat().st_mtime
+
+
+def _candidate_runs(runs_dir: Path) -> list[RunDir]:
+    if not runs_dir.is_dir():
+        return []
+    found = []
+    for child in runs_dir.iterdir():
+        run = RunDir(child)
+        if child.is_dir() and run.exists() and run.samples_path.exists():
+            found.append(run)
+    return found
+
+
+def resolve_run(arg: str, runs_dir: Path) -> Path:
+    """A run directory from a path, or from a method name: the newest run (latest samples.jsonl) under
+    ``runs_dir`` whose requested or resolved method is that name. ``dense`` prefers runs that asked for
+    ``dense``, then takes the newest run of any dense method."""
+    as_path = Path(arg)
+    if as_path.is_dir():
+        if not RunDir(as_path).exists():
+            raise UserError(f"{arg} has no config.json: pass a run directory made by `s2o-eval run`")
+        return as_path
+    runs = _candidate_runs(runs_dir)
+
+    def configured(run: RunDir) -> tuple[str | None, str | None]:
+        config = run.config()
+        return config.get("method"), config.get("method_resolved")
+
+    matches = [r for r in runs if arg in configured(r)]
+    if arg == "dense":
+        requested_dense = [r for r in runs if configured(r)[0] == "dense"]
+        matches = requested_dense or [r for r in runs if configured(r)[1] in DENSE_METHODS]
+    if not matches:
+        raise UserError(f"'{arg}' is neither a run directory nor a method with a finished run under "
+                        f"{runs_dir}/: run `s2o-eval run --method {arg} ...` first, or pass a run directory")
+    return max(matches, key=_newest_samples_mtime).path
+
+
+def safe_label(text: str) -> str:
+    """A label usable as a file name (``<label>.summary.json``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"
+
+
+def load_runs(args: list[str], runs_dir: Path) -> list[LoadedRun]:
+    """Resolve and read each argument; labels are method names, made unique with the directory name
+    when two runs share a method."""
+    paths = [resolve_run(a, runs_dir) for a in args]
+    runs = []
+    for path in paths:
+        rundir = RunDir(path)
+        samples = rundir.samples()
+        if not samples:
+            raise UserError(f"{path} has no finished samples yet: let `s2o-eval run` finish some first")
+        summary = rundir.summary() if rundir.summary_path.exists() else None
+        runs.append(LoadedRun(label="", path=path, config=rundir.config(), env=rundir.env(),
+                              samples=samples, summary=summary))
+    labels = [safe_label(r.method) for r in runs]
+    for i, run in enumerate(runs):
+        label = labels[i]
+        if labels.count(label) > 1:
+            label = safe_label(f"{label}-{run.path.name}")
+        while label in (r.label for r in runs[:i]):
+            label = f"{label}-{i + 1}"
+        run.label = label
+    return runs
+
+
+def _tasks(run: LoadedRun) -> set[str]:
+    return {r["task"] for r in run.samples}
+
+
+def restrict_to_common(runs: list[LoadedRun]) -> tuple[list[LoadedRun], list[str]]:
+    """Copies of ``runs`` holding only the (task, ctx, index) samples all of them share, and one warning
+    line for each way they differ (model, tasks, sample sets). No shared sample at all: NotComparable."""
+    warnings: list[str] = []
+    if len(runs) < 2:
+        return runs, warnings
+    models = {str(r.model) for r in runs}
+    if len(models) > 1:
+        warnings.append("the runs used different models: " +
+                        ", ".join(f"{r.label}: {r.model}" for r in runs))
+    task_sets = [_tasks(r) for r in runs]
+    if any(t != task_sets[0] for t in task_sets):
+        warnings.append("the runs cover different tasks: " +
+                        "; ".join(f"{r.label}: {', '.join(sorted(t))}" for r, t in zip(runs, task_sets)))
+    key_sets = [{sample_key(s) for s in r.samples} for r in runs]
+    common = set.intersection(*key_sets)
+    if not common:
+        raise NotComparable("the runs share no (task, ctx, sample) key: compare runs of the same tasks, "
+                            "lengths and samples")
+    if any(keys != common for keys in key_sets):
+        warnings.append(f"the runs hold different samples: only the {len(common)} samples common to all "
+                        "are compared (" +
+                        ", ".join(f"{r.label} has {len(k)}" for r, k in zip(runs, key_sets)) + ")")
+    restricted = [replace(r, samples=[s for s in r.samples if sample_key(s) in common]) for r in runs]
+    return restricted, warnings
+
+
+def summary_to_copy(run: LoadedRun) -> dict[str, Any]:
+    """The run's stored summary.json; when the run has none yet, the same shape computed from its samples
+    (the run directory itself is never written by reports)."""
+    if run.summary is not None:
+        return run.summary
+    return {"config": run.config, "env": run.env,
+            "results": summarize(run.samples, method=run.config.get("method_resolved"))}

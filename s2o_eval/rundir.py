@@ -1,0 +1,181 @@
+"""A run is a directory of data; this module is the only code that reads or writes one.
+
+    <run>/config.json     what was asked (model, method, args, tasks, ctx, samples, seed, ...)
+    <run>/env.json        where it ran (GPU, driver, CUDA, library versions, host)
+    <run>/samples.jsonl   one line per finished sample, appended as it finishes: the source of truth
+    <run>/summary.json    {"config", "env", "results": [...]} recomputed from samples.jsonl
+
+Reports and comparisons read these files only, so runs made elsewhere compare the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+SAMPLE_FIELDS = ("task", "ctx", "index", "prompt_tokens", "prompt_sha", "prediction", "golds",
+                 "score", "prefill_ms", "density", "peak_mem_mb", "group")
+
+# config keys that do not change what a run computes, so they do not change its directory
+_NOT_HASHED = ("tool_version", "git_commit")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Short stable hash of what a run computes; the same command finds the same directory."""
+    hashed = {k: v for k, v in config.items() if k not in _NOT_HASHED}
+    text = json.dumps(hashed, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def sample_key(record: dict[str, Any]) -> tuple[str, int, int]:
+    return (record["task"], int(record["ctx"]), int(record["index"]))
+
+
+def _read_json(path: Path) -> Any:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=False, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)  # atomic: an interrupted write never leaves half a file
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    def __post_init__(self):
+        self.path = Path(self.path)
+
+    # -- files -----------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def env_path(self) -> Path:
+        return self.path / "env.json"
+
+    @property
+    def samples_path(self) -> Path:
+        return self.path / "samples.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    def exists(self) -> bool:
+        return self.config_path.exists()
+
+    def config(self) -> dict[str, Any]:
+        return _read_json(self.config_path)
+
+    def env(self) -> dict[str, Any]:
+        return _read_json(self.env_path) if self.env_path.exists() else {}
+
+    def summary(self) -> dict[str, Any]:
+        return _read_json(self.summary_path)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        _write_json(self.config_path, config)
+
+    def write_env(self, env: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        _write_json(self.env_path, env)
+
+    # -- samples ---------------------------------------------------------------------------------
+    def append_sample(self, record: dict[str, Any]) -> None:
+        """Append one finished sample and flush it to disk before the next one starts."""
+        missing = [f for f in ("task", "ctx", "index", "score") if f not in record]
+        if missing:
+            raise ValueError(f"sample record lacks {missing}")
+        line = json.dumps({f: record.get(f) for f in SAMPLE_FIELDS if f in record} | record, default=str)
+        with open(self.samples_path, "a") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def samples(self) -> list[dict[str, Any]]:
+        """Finished samples; a torn last line (a run killed mid-write) is ignored; the newest record
+        of a (task, ctx, index) wins."""
+        if not self.samples_path.exists():
+            return []
+        latest: dict[tuple, dict] = {}
+        with open(self.samples_path) as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                latest[sample_key(record)] = record
+        return list(latest.values())
+
+    def done_keys(self) -> set[tuple[str, int, int]]:
+        return {sample_key(r) for r in self.samples()}
+
+    # -- summary ---------------------------------------------------------------------------------
+    def write_summary(self) -> dict[str, Any]:
+        config = self.config()
+        summary = {"config": config, "env": self.env(),
+                   "results": summarize(self.samples(), method=config.get("method_resolved"))}
+        _write_json(self.summary_path, summary)
+        return summary
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    """Linear-interpolated percentile (numpy's default), without numpy."""
+    if not values:
+        return None
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    xs = [v for v in values if v is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def summarize(samples: list[dict[str, Any]], method: str | None = None) -> list[dict[str, Any]]:
+    """One result row per (task, ctx), plus one per (task, ctx, group label) where samples have groups.
+
+    Scores are 0-100 means over samples; prefill statistics are in milliseconds.
+    """
+    cells: dict[tuple, list[dict]] = {}
+    for record in samples:
+        cells.setdefault((record["task"], int(record["ctx"]), None), []).append(record)
+        groups = record.get("group") or []
+        for label in [groups] if isinstance(groups, str) else groups:
+            cells.setdefault((record["task"], int(record["ctx"]), label), []).append(record)
+    results = []
+    for (task, ctx, group), records in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
+        prefill = [r["prefill_ms"] for r in records if r.get("prefill_ms") is not None]
+        row = {
+            "task": task,
+            "ctx": ctx,
+            "method": method,
+            "n": len(records),
+            "score": _mean(r["score"] for r in records),
+            "prefill_ms_mean": _mean(prefill),
+            "prefill_ms_p50": _percentile(prefill, 0.5),
+            "prefill_ms_p90": _percentile(prefill, 0.9),
+            "density_mean": _mean(r.get("density") for r in records),
+        }
+        if group is not None:
+            row["group"] = group
+        results.append(row)
+    return results

@@ -1,0 +1,114 @@
+"""From what the user types (``ruler:niah_single_1,vt``, ``longbench-v2``, ``--ctx 4k,32k``) to what
+lm-eval runs (``s2o_ruler_niah_single_1`` at 4096 tokens), and the named selections (``--suite``)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+SUITE_DIR = Path(__file__).resolve().parent / "suites"
+
+
+@dataclass(frozen=True)
+class Suite:
+    cli_name: str        # on the command line
+    package: str         # s2o_tasks.<package>: its TASKS list and data_status()
+    task_prefix: str     # lm-eval task name = task_prefix + short name
+
+    def module(self):
+        return importlib.import_module(f"s2o_tasks.{self.package}")
+
+    def short_names(self) -> list[str]:
+        names = []
+        for task in self.module().TASKS:
+            names.append(task if isinstance(task, str) else getattr(task, "name", None) or task["name"])
+        return names
+
+    def lm_eval_name(self, short: str) -> str:
+        return self.task_prefix + short
+
+    def data_status(self, short: str, data_dir: str | None) -> str | None:
+        return self.module().data_status(short, data_dir)
+
+
+SUITES = {
+    s.cli_name: s
+    for s in (
+        Suite("ruler", "ruler", "s2o_ruler_"),
+        Suite("longbench-v2", "longbench_v2", "s2o_"),
+        Suite("infinitebench", "infinitebench", "s2o_infinitebench_"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    suite: Suite
+    short: str
+
+    @property
+    def lm_eval_name(self) -> str:
+        return self.suite.lm_eval_name(self.short)
+
+    @property
+    def label(self) -> str:
+        return f"{self.suite.cli_name}:{self.short}"
+
+
+def parse_tasks(specs: list[str]) -> list[TaskRef]:
+    """``["ruler:niah_single_1,vt", "longbench-v2"]`` -> task references, in order, without repeats."""
+    refs: list[TaskRef] = []
+    for spec in specs:
+        for part in filter(None, (p.strip() for p in spec.split(";"))):
+            suite_name, _, names = part.partition(":")
+            suite_name = suite_name.strip().lower().replace("_", "-")
+            if suite_name not in SUITES:
+                raise UserError(f"unknown task suite '{suite_name}': choose one of {', '.join(SUITES)} "
+                                "(see `s2o-eval tasks`)")
+            suite = SUITES[suite_name]
+            known = suite.short_names()
+            wanted = [n.strip() for n in names.split(",") if n.strip()] if names else known
+            for name in wanted:
+                if name not in known:
+                    raise UserError(f"unknown task '{name}' in {suite_name}: choose from {', '.join(known)}")
+                ref = TaskRef(suite, name)
+                if ref not in refs:
+                    refs.append(ref)
+    if not refs:
+        raise UserError("no task given: pass --task ruler (or see `s2o-eval tasks`)")
+    return refs
+
+
+def parse_ctx(text: str | list[str]) -> list[int]:
+    """``"4k,32k"`` or ``["4k", "32768"]`` -> ``[4096, 32768]`` (k = 1024)."""
+    items = text.split(",") if isinstance(text, str) else [p for t in text for p in str(t).split(",")]
+    lengths = []
+    for item in filter(None, (i.strip().lower() for i in items)):
+        try:
+            value = int(float(item[:-1]) * 1024) if item.endswith("k") else int(item)
+        except ValueError:
+            raise UserError(f"--ctx '{item}' is not a length: write e.g. 4k,32k or 4096") from None
+        if value < 256:
+            raise UserError(f"--ctx {item} is too short for any task: use at least 1k")
+        lengths.append(value)
+    if not lengths:
+        raise UserError("--ctx is empty: write e.g. --ctx 4k,32k")
+    return sorted(set(lengths))
+
+
+def ctx_label(tokens: int) -> str:
+    return f"{tokens // 1024}K" if tokens % 1024 == 0 else str(tokens)
+
+
+def load_named_suite(name: str) -> dict:
+    """A named selection (``--suite nightly``): tasks, ctx, limit, seed, from ``s2o_eval/suites/<name>.json``."""
+    path = SUITE_DIR / f"{name}.json"
+    if not path.exists():
+        known = sorted(p.stem for p in SUITE_DIR.glob("*.json"))
+        raise UserError(f"unknown suite '{name}': choose one of {', '.join(known) or '(none defined)'}")
+    with open(path) as fh:
+        return json.load(fh)

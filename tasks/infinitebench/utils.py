@@ -1,0 +1,47 @@
+"""lm-eval glue for InfiniteBench: ``custom_dataset`` (documents with their fitted prompts) and
+``process_results`` (the split's official scorer)."""
+
+from __future__ import annotations
+
+from s2o_tasks.common import fit_prompt_middle, prompt_budget, resolve_tokenizer, sample_indices
+from s2o_tasks.infinitebench import GEN_TOKENS
+from s2o_tasks.infinitebench.data import count_records, locate, read_records
+from s2o_tasks.infinitebench.prompts import golds, prompt_parts
+from s2o_tasks.infinitebench.scoring import score
+
+
+def load_split(infinitebench_split: str, tokenizer=None, pretrained=None, max_seq_length=None,
+               num_samples=None, seed=0, data_dir=None, template_overhead=0,
+               infinitebench_prompts: str = "open", **_):
+    """``{"test": Dataset}`` of one split's records (all, or a seeded sample of ``num_samples``), each
+    with its official prompt middle-truncated to ``max_seq_length - template_overhead - max_gen_toks``
+    (the instruction before the context and the question after it are always kept)."""
+    import datasets
+
+    tok = resolve_tokenizer(tokenizer, pretrained)
+    budget = prompt_budget(max_seq_length, template_overhead, GEN_TOKENS[infinitebench_split])
+    path = locate(infinitebench_split, data_dir)
+    indices = sample_indices(count_records(path), num_samples, seed)
+    docs = [make_doc(i, record, infinitebench_split, tok, budget, infinitebench_prompts)
+            for i, record in zip(indices, read_records(path, indices))]
+    return {"test": datasets.Dataset.from_list(docs)}
+
+
+def make_doc(index: int, record: dict, split: str, tok, budget: int, style: str = "open") -> dict:
+    head, context, tail = prompt_parts(record, split, style)
+    prompt, tokens, before = fit_prompt_middle(tok, head, context, tail, budget)
+    return {
+        "index": index,
+        "id": str(record.get("id", index)),
+        "split": split,
+        "question": record.get("input", ""),
+        "options": [str(o) for o in record.get("options") or []],
+        "outputs": golds(record, split),
+        "input": prompt,
+        "length": tokens,
+        "untruncated_length": before,
+    }
+
+
+def process_results(doc: dict, results: list[str]) -> dict[str, float]:
+    return {"score": score(doc["split"], results[0], doc["outputs"])}

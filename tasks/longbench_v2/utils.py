@@ -1,0 +1,106 @@
+"""lm-eval glue for LongBench-v2: ``custom_dataset`` (documents with their fitted prompts) and
+``process_results`` (accuracy overall and per difficulty / length label)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from s2o_tasks.common import (DataUnavailable, fit_prompt_middle, prompt_budget, resolve_tokenizer,
+                              sample_indices)
+from s2o_tasks.longbench_v2.data import locate, read_records
+from s2o_tasks.longbench_v2.prompting import GEN_TOKENS, prompt_parts
+from s2o_tasks.longbench_v2.scoring import score
+
+COT_TASK = "s2o_longbench_v2_cot"
+GROUP_LABELS = ("easy", "hard", "short", "medium", "long")
+
+
+def load_docs(prompt_variant: str = "0shot", tokenizer=None, pretrained=None, max_seq_length=None,
+              num_samples=None, seed=0, data_dir=None, template_overhead=0, cot_responses=None, **_):
+    """``{"test": Dataset}`` of the questions (all, or a seeded sample of ``num_samples``), each
+    with its official prompt middle-truncated to ``max_seq_length - template_overhead - max_gen_toks``.
+
+    ``prompt_variant``: ``0shot``, ``cot`` (first CoT stage) or ``cot_ans`` (answer stage, which
+    needs ``cot_responses``: the samples file of an ``s2o_longbench_v2_cot`` run at the same window).
+    """
+    import datasets
+
+    if prompt_variant not in GEN_TOKENS:
+        raise ValueError(f"unknown prompt_variant '{prompt_variant}': use one of {', '.join(GEN_TOKENS)}")
+    tok = resolve_tokenizer(tokenizer, pretrained)
+    budget = prompt_budget(max_seq_length, template_overhead, GEN_TOKENS[prompt_variant])
+    records = read_records(locate(data_dir))
+    wanted = sample_indices(len(records), num_samples, seed)
+    cots: dict[int, str] = {}
+    if prompt_variant == "cot_ans":
+        cots = read_cot_responses(cot_responses, max_seq_length)
+        wanted = [i for i in wanted if i in cots]
+        if not wanted:
+            raise DataUnavailable(f"{cot_responses} holds no {COT_TASK} answer for these questions at "
+                                  f"max_seq_length {max_seq_length}: run {COT_TASK} first")
+    docs = [make_doc(i, records[i], prompt_variant, tok, budget, cots.get(i)) for i in wanted]
+    return {"test": datasets.Dataset.from_list(docs)}
+
+
+def make_doc(index: int, record: dict, variant: str, tok, budget: int, cot: str | None = None) -> dict:
+    head, body, tail = prompt_parts(record, variant, cot)
+    prompt, tokens, before = fit_prompt_middle(tok, head, body, tail, budget)
+    return {
+        "index": index,
+        "_id": record["_id"],
+        "domain": record["domain"],
+        "sub_domain": record["sub_domain"],
+        "difficulty": record["difficulty"],
+        "length_class": record["length"],
+        "question": record["question"],
+        "answer": record["answer"],
+        "outputs": [record["answer"]],
+        "groups": [record["difficulty"], record["length"]],
+        "cot": cot or "",
+        "input": prompt,
+        "length": tokens,
+        "untruncated_length": before,
+    }
+
+
+def read_cot_responses(path, max_seq_length) -> dict[int, str]:
+    """First-stage chains of thought by question index, from a JSONL file.
+
+    Accepts the harness's ``samples.jsonl`` (``task``, ``ctx``, ``index`` or ``doc_index``,
+    ``prediction``; lines of other tasks or windows are skipped) and lm-eval's ``--log_samples``
+    files (``doc`` with its ``index``, ``filtered_resps``).
+    """
+    if not path:
+        raise DataUnavailable("s2o_longbench_v2_cot_ans needs metadata cot_responses=<samples JSONL of an "
+                              f"{COT_TASK} run at the same max_seq_length>")
+    if not Path(path).exists():
+        raise DataUnavailable(f"cot_responses file {path} does not exist: run {COT_TASK} first and pass its samples")
+    cots: dict[int, str] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if row.get("task", COT_TASK) != COT_TASK:
+                continue
+            if "ctx" in row and max_seq_length is not None and int(row["ctx"]) != int(max_seq_length):
+                continue
+            if "doc" in row:  # lm-eval's own sample log
+                index, response = row["doc"]["index"], row.get("filtered_resps", row.get("resps"))
+                while isinstance(response, (list, tuple)):
+                    response = response[0] if response else ""
+            else:
+                index, response = row.get("doc_index", row.get("index")), row.get("prediction")
+            if index is not None and isinstance(response, str):
+                cots[int(index)] = response
+    return cots
+
+
+def process_results(doc: dict, results: list[str]) -> dict[str, float]:
+    """``score`` for every question, and ``score_<label>`` for its difficulty and length labels."""
+    value = score(results[0], doc["answer"])
+    out = {"score": value}
+    for label in doc["groups"]:
+        out[f"score_{label}"] = value
+    return out

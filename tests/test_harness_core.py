@@ -1,0 +1,134 @@
+"""The harness's own pieces: methods registry, patching, run directories, task/ctx parsing."""
+
+import json
+
+import pytest
+import torch
+
+from s2o_eval.errors import UserError
+from s2o_eval.methods import METHODS, create, parse_method_args, resolve_dense
+from s2o_eval.rundir import RunDir, config_hash, summarize
+from s2o_eval.suites import ctx_label, parse_ctx
+
+
+# -- methods ------------------------------------------------------------------------------------
+
+def test_dense_methods_registered_and_dense_resolves_to_an_available_one():
+    for name in ("fa2", "cudnn", "fa3", "sdpa", "eager"):
+        assert name in METHODS
+    resolved = resolve_dense()
+    assert create(resolved).unavailable_reason() is None
+    if not torch.cuda.is_available():
+        assert resolved == "sdpa"
+        assert "GPU" in create("fa2").unavailable_reason()
+
+
+def test_unknown_method_and_bad_args_are_user_errors():
+    with pytest.raises(UserError, match="unknown method 'nope'"):
+        create("nope")
+    with pytest.raises(UserError, match="has no parameter"):
+        create("sdpa", {"tau": "0.1"})
+    with pytest.raises(UserError, match="key=value"):
+        parse_method_args("tau")
+    assert parse_method_args("tau=0.01, segment=1024") == {"tau": "0.01", "segment": "1024"}
+
+
+@pytest.mark.parametrize("hq,hkv,n,d", [(4, 4, 33, 64), (8, 2, 70, 128), (4, 1, 17, 256)])
+def test_sdpa_and_eager_agree_on_random_inputs(hq, hkv, n, d):
+    gen = torch.Generator().manual_seed(n)
+    q = torch.randn(2, hq, n, d, generator=gen)
+    k = torch.randn(2, hkv, n, d, generator=gen)
+    v = torch.randn(2, hkv, n, d, generator=gen)
+    a = create("sdpa").prefill(q, k, v, scale=d ** -0.5)
+    b = create("eager").prefill(q, k, v, scale=d ** -0.5)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+# -- patching -----------------------------------------------------------------------------------
+
+def _tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def test_patched_prefill_matches_and_decode_stays_dense():
+    from s2o_eval.patching import use_method
+
+    model = _tiny_llama()
+    ids = torch.randint(0, 128, (1, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reference = model(ids).logits
+        recorder = use_method(model, create("eager"))
+        assert model.config._attn_implementation == "s2o_eval_eager"
+        torch.testing.assert_close(model(ids).logits, reference, atol=1e-4, rtol=1e-4)
+        assert recorder.method_calls == 2 and recorder.fallback_calls == 0
+        recorder.reset()
+        model.generate(ids, max_new_tokens=4, do_sample=False)
+    assert recorder.method_calls == 2          # the prompt, once per layer
+    assert recorder.fallback_calls == 2 * 3    # three decode steps, each layer: dense
+
+
+def test_sliding_window_layers_keep_their_own_attention():
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from s2o_eval.patching import use_method
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=8,
+                           layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                           max_position_embeddings=256)
+    model = Gemma3ForCausalLM(cfg).eval()
+    ids = torch.randint(0, 128, (1, 30), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        reference = model(ids).logits
+        recorder = use_method(model, create("eager"))
+        out = model(ids).logits
+    torch.testing.assert_close(out, reference, atol=1e-4, rtol=1e-4)
+    assert recorder.method_calls == 1 and recorder.fallback_calls == 2
+
+
+# -- run directories ----------------------------------------------------------------------------
+
+def test_rundir_appends_resumes_and_ignores_a_torn_line(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.write_config({"model": "m", "method": "sdpa", "method_resolved": "sdpa"})
+    run.append_sample({"task": "t", "ctx": 4096, "index": 0, "score": 100.0, "prefill_ms": 2.0})
+    run.append_sample({"task": "t", "ctx": 4096, "index": 1, "score": 0.0, "prefill_ms": 4.0})
+    with open(run.samples_path, "a") as fh:
+        fh.write('{"task": "t", "ctx": 4096, "ind')  # killed mid-write
+    assert run.done_keys() == {("t", 4096, 0), ("t", 4096, 1)}
+    summary = run.write_summary()
+    (row,) = summary["results"]
+    assert row["n"] == 2 and row["score"] == 50.0 and row["prefill_ms_mean"] == 3.0
+    assert row["prefill_ms_p50"] == 3.0 and row["method"] == "sdpa"
+    assert json.loads(run.summary_path.read_text())["config"]["model"] == "m"
+
+
+def test_summary_groups_and_percentiles():
+    samples = [{"task": "lb", "ctx": 8192, "index": i, "score": s, "prefill_ms": float(i + 1),
+                "group": g} for i, (s, g) in enumerate([(100, ["easy", "short"]), (0, ["hard", "short"]),
+                                                        (100, ["easy", "long"]), (100, ["hard", "long"])])]
+    rows = {r.get("group"): r for r in summarize(samples)}
+    assert rows[None]["score"] == 75 and rows[None]["n"] == 4
+    assert rows["easy"]["score"] == 100 and rows["hard"]["score"] == 50 and rows["short"]["n"] == 2
+    assert rows[None]["prefill_ms_p90"] == pytest.approx(3.7)
+
+
+def test_config_hash_ignores_limit_but_not_method_args():
+    base = {"model": "m", "method": "s2o", "method_args": {"tau": 0.01}, "limit": 1}
+    assert config_hash(base) == config_hash(dict(base, limit=5))
+    assert config_hash(base) != config_hash(dict(base, method_args={"tau": 0.001}))
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+def test_parse_ctx():
+    assert parse_ctx("4k, 32k,4096") == [4096, 32768]
+    assert ctx_label(131072) == "128K"
+    with pytest.raises(UserError):
+        parse_ctx("lots")
