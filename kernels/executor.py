@@ -11,15 +11,23 @@ state; ``_sparse_attention_fwd`` is the kernel; ``sparse_attention`` validates, 
 strides and derives the statistics.
 
 Tuning knobs on the GPU: tile rows (BLOCK_M), chunk size (BLOCK_N), num_warps, num_stages and, with
-tau > 0, PREFETCH_KV (register prefetch of the next chunk's K/V). By default they are autotuned (configs
+tau > 0, STOP_BURST (chunks per pipelined burst of the stopping walk) and PREFETCH_KV (register prefetch
+of the next chunk's K/V in the plain while loop, STOP_BURST = 1). By default they are autotuned (configs
 below, keyed on a power-of-two bucket of N, head dim and the plan's shape); ``config=ExecConfig(...)`` or
-the environment variable ``S2O_EXEC_CONFIG="block_m=16,block_n=32,num_warps=4,num_stages=2"`` pins one
-(the CPU interpreter always runs one pinned config). Tile shapes change which keys the stopping rule
-visits, so with tau > 0 they are never autotuned: they default to DEFAULT_ROWS x DEFAULT_BLOCK_N.
+the environment variable ``S2O_EXEC_CONFIG="block_m=32,block_n=32,num_warps=8,num_stages=2,stop_burst=4"``
+pins one (the CPU interpreter always runs one pinned config). Tile shapes change which keys the stopping
+rule visits, so with tau > 0 they are never autotuned: they default to DEFAULT_ROWS x DEFAULT_BLOCK_N.
+
+Measured on an H100 (triton 3.6, Llama-3.1-8B shape 32/8 heads, head dim 128, bf16, random key lists
+holding 10% of each prefix, autotuned, 2026-11-22): 128K in 36.9 ms at density 0.107 with tau = 0, i.e.
+~0.6 of FA3's per-pair speed (FA3 204 ms dense, BENCHMARKS.md); 32K 2.8 ms at density 0.128. The
+stopping walk (tau > 0) costs ~25% more per chunk (46.3 ms at 128K): about half is the per-chunk
+cross-warp reduction of the stop test, half the restart of the software pipeline at each burst.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -33,8 +41,16 @@ from .plan import Plan
 
 HEAD_DIMS = (64, 128, 256)
 DEFAULT_ROWS = 128  # rows of a tile's matrix products (query positions x packed GQA heads)
-DEFAULT_BLOCK_N = 64  # keys per chunk: the stopping rule's granularity at tau > 0
+# Keys per chunk, the stopping rule's granularity at tau > 0, by head dim: the fastest measured on an
+# H100 for gathered lists (head dim 128: 32 beat 64 by ~20%; head dim 256: 64 beat 32 by ~30%).
+DEFAULT_BLOCK_N = {64: 64, 128: 32, 256: 64}
+DEFAULT_STOP_BURST = 4
 CONFIG_ENV = "S2O_EXEC_CONFIG"
+
+
+def default_block_n(head_dim: int) -> int:
+    """Keys per chunk used at tau > 0 when the caller does not choose (see DEFAULT_BLOCK_N)."""
+    return DEFAULT_BLOCK_N.get(head_dim, 64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,43 +320,46 @@ def _sparse_attention_fwd(
 # Autotuning: a list comprehension of configs and a pruning filter.
 # ----------------------------------------------------------------------------------------------
 def _register_estimate(rows: int, block_n: int, head_dim: int, num_warps: int) -> float:
-    """32-bit registers per thread for the accumulator, the score tile and q (a coarse filter)."""
-    threads = num_warps * 32
-    return (rows * head_dim + rows * block_n + rows * head_dim / 2) / threads
+    """32-bit registers per thread for the fp32 accumulator and score tile (a coarse filter)."""
+    return (rows * head_dim + rows * block_n) / (num_warps * 32)
 
 
+# One warpgroup (4 warps) per 64 rows: Hopper's wgmma is issued per 64-row warpgroup. STOP_BURST 1 always
+# comes with PREFETCH_KV (the plain while loop needs the hand-made prefetch); bursts > 1 are pipelined.
 _CONFIGS = [
-    triton.Config({"BLOCK_M": rows, "BLOCK_N": bn, "PREFETCH_KV": prefetch, "STOP_BURST": 1}, num_warps=warps,
-                  num_stages=stages)
+    triton.Config({"BLOCK_M": rows, "BLOCK_N": bn, "STOP_BURST": burst, "PREFETCH_KV": burst == 1},
+                  num_warps=rows // 16, num_stages=stages)
     for rows in (64, 128)
     for bn in (32, 64, 128)
-    for prefetch in (False, True)
-    for warps in (4, 8)
-    for stages in (2, 3, 4)
+    for burst in (1, 2, 4, 8)
+    for stages in (2, 3)
 ]
 
 
 def _prune_configs(configs, named_args, **kwargs):
-    """Keep configs that fit the call: requested tile sizes, tiles dividing the segment, register room.
+    """Keep the configs that fit this call.
 
-    num_stages only matters to the tau = 0 walk and PREFETCH_KV only to the tau > 0 one, so each
-    mode tunes only its own knob.
+    Tile shapes: the requested ones (always requested at tau > 0, where they change which keys are
+    visited), a tile of positions dividing the segment, and register room. The burst only matters
+    to the tau > 0 walk, so tau = 0 keeps a single burst value; a tau > 0 walk tunes the burst (exact
+    at any value) and the stages. Measured on an H100 (triton 3.6): wider chunks than 64 keys or
+    deeper pipelines than 3 stages never won on gathered lists; head dim 256 with 128-key chunks spills.
     """
     args = {**named_args, **kwargs}
     head_dim, heads_pp, segment = args["HEAD_DIM"], args["HEADS_PER_PROG"], args["SEGMENT"]
     early_stop, req_m, req_n = args["EARLY_STOP"], args["REQ_BLOCK_M"], args["REQ_BLOCK_N"]
     kept = []
     for cfg in configs:
-        rows, bn, prefetch = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], cfg.kwargs["PREFETCH_KV"]
+        rows, bn, burst = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], cfg.kwargs["STOP_BURST"]
         if (req_m and rows != req_m) or (req_n and bn != req_n) or rows < heads_pp:
             continue
         if segment % (rows // heads_pp) != 0:
             continue
         if _register_estimate(rows, bn, head_dim, cfg.num_warps) > 160 or (head_dim == 256 and bn > 64):
             continue
-        if early_stop and cfg.num_stages != 2:
+        if not early_stop and burst != 2:
             continue
-        if not early_stop and prefetch:
+        if not early_stop and bn == 128 and cfg.num_stages != 2:
             continue
         kept.append(cfg)
     return kept or [_fallback_config(args)]
@@ -349,9 +368,9 @@ def _prune_configs(configs, named_args, **kwargs):
 def _fallback_config(args) -> triton.Config:
     """One config that always fits (used when the filter leaves nothing, e.g. an unusual request)."""
     rows = args["REQ_BLOCK_M"] or DEFAULT_ROWS
-    bn = args["REQ_BLOCK_N"] or DEFAULT_BLOCK_N
-    return triton.Config({"BLOCK_M": rows, "BLOCK_N": bn, "PREFETCH_KV": False, "STOP_BURST": 1}, num_warps=8 if rows >= 128 else 4,
-                         num_stages=2)
+    bn = args["REQ_BLOCK_N"] or default_block_n(args["HEAD_DIM"])
+    return triton.Config({"BLOCK_M": rows, "BLOCK_N": bn, "STOP_BURST": 4, "PREFETCH_KV": False},
+                         num_warps=max(rows // 16, 4), num_stages=2)
 
 
 _sparse_attention_fwd_tuned = triton.autotune(
@@ -367,26 +386,31 @@ _sparse_attention_fwd_tuned = triton.autotune(
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ExecConfig:
-    """A pinned launch config. block_m: query positions per tile (rows = block_m x packed heads);
-    block_n: keys per chunk; prefetch_kv matters only with tau > 0, num_stages mostly with tau = 0."""
+    """A pinned launch config.
+
+    block_m: query positions per tile (rows = block_m x packed GQA heads); block_n: keys per chunk;
+    num_warps: None = one warpgroup per 64 rows; stop_burst (tau > 0 only): chunks per pipelined burst,
+    1 = a plain while loop, where prefetch_kv adds a register prefetch of the next chunk's K/V;
+    maxnreg: a register cap per thread (a lower cap fits more programs per SM; never won so far).
+    """
 
     block_m: int
     block_n: int
-    num_warps: int = 4
+    num_warps: int | None = None
     num_stages: int = 2
     prefetch_kv: bool = False
-    stop_burst: int = 1  # tau > 0: chunks per pipelined burst (1: plain while loop, see PREFETCH_KV)
-    maxnreg: int | None = None  # register cap per thread: a lower cap fits more programs per SM
+    stop_burst: int = DEFAULT_STOP_BURST
+    maxnreg: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> "ExecConfig":
-        """Parse ``"block_m=16,block_n=32,num_warps=4,num_stages=2,prefetch_kv=0"``."""
+        """Parse ``"block_m=16,block_n=32,num_warps=4,num_stages=2,stop_burst=4,prefetch_kv=0"``."""
         fields: dict[str, int] = {}
         for item in filter(None, (part.strip() for part in text.split(","))):
             name, sep, value = item.partition("=")
             if not sep or name.strip() not in cls.__dataclass_fields__:
                 raise ValueError(f"{CONFIG_ENV}: cannot read {item!r}; expected e.g. "
-                                 "'block_m=16,block_n=32,num_warps=4,num_stages=2,prefetch_kv=0'")
+                                 "'block_m=16,block_n=32,num_warps=4,num_stages=2,stop_burst=4,prefetch_kv=0'")
             fields[name.strip()] = int(value)
         if "block_m" not in fields or "block_n" not in fields:
             raise ValueError(f"{CONFIG_ENV} must set at least block_m and block_n; got {text!r}")
@@ -482,6 +506,8 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
     shared = plan.heads == kv_heads
     heads = group if shared else 1
     heads_pp = triton.next_power_of_2(heads)
+    if heads_pp > 128:
+        raise ValueError(f"at most 128 query heads may share one list (one tile row each); got {heads}")
     early_stop = tau > 0
 
     pinned = _pinned_config(config)
@@ -491,7 +517,7 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
         block_m, block_n = pinned.block_m, pinned.block_n
     elif early_stop or _interpreting():
         block_m = block_m or max(DEFAULT_ROWS // heads_pp, 1)
-        block_n = block_n or DEFAULT_BLOCK_N
+        block_n = block_n or default_block_n(head_dim)
     for name, value in (("block_m", block_m), ("block_n", block_n)):
         if value is not None and not _pow2(value):
             raise ValueError(f"{name} must be a power of two; got {value}")
@@ -507,6 +533,8 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
     if max(k.stride(2), v.stride(2)) * n_ctx >= 2**31:
         raise ValueError("k/v rows are too far apart for 32-bit gather offsets: pass contiguous k, v")
     key_index = plan.key_index.contiguous()
+    if key_index.numel() == 0:  # every list empty (seq_len <= segment): never read, but needs an address
+        key_index = torch.zeros((batch, plan.heads, 1), dtype=torch.int32, device=q.device)
     list_start, list_len = plan.list_start.contiguous(), plan.list_len.contiguous()
     order = plan.query_order.contiguous() if plan.query_order is not None else key_index  # dummy when absent
     out = torch.empty_like(q)
@@ -529,16 +557,21 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
                      HAS_ORDER=plan.query_order is not None, EARLY_STOP=early_stop)
     if pinned is not None or _interpreting():
         used = pinned or ExecConfig(block_m=block_m, block_n=block_n)
-        _sparse_attention_fwd[grid](*args, **constants, BLOCK_M=used.block_m * heads_pp, BLOCK_N=used.block_n,
-                                    PREFETCH_KV=used.prefetch_kv, STOP_BURST=used.stop_burst, num_warps=used.num_warps,
-                                    num_stages=used.num_stages,
+        rows = used.block_m * heads_pp
+        used = dataclasses.replace(used, num_warps=used.num_warps or max(rows // 16, 4))
+        if used.stop_burst < 1:
+            raise ValueError(f"stop_burst must be >= 1; got {used.stop_burst}")
+        _sparse_attention_fwd[grid](*args, **constants, BLOCK_M=rows, BLOCK_N=used.block_n,
+                                    PREFETCH_KV=used.prefetch_kv, STOP_BURST=used.stop_burst,
+                                    num_warps=used.num_warps, num_stages=used.num_stages,
                                     **({"maxnreg": used.maxnreg} if used.maxnreg else {}))
     else:
         _sparse_attention_fwd_tuned[grid](*args, **constants)
         best = _sparse_attention_fwd_tuned.best_config
         used = ExecConfig(block_m=best.kwargs["BLOCK_M"] // heads_pp, block_n=best.kwargs["BLOCK_N"],
                           num_warps=best.num_warps, num_stages=best.num_stages,
-                          prefetch_kv=bool(best.kwargs["PREFETCH_KV"]), maxnreg=best.maxnreg)
+                          prefetch_kv=bool(best.kwargs["PREFETCH_KV"]), stop_burst=best.kwargs["STOP_BURST"],
+                          maxnreg=best.maxnreg)
     if not return_stats:
         return out
     n_tiles = triton.cdiv(n_ctx, used.block_m)
@@ -566,3 +599,9 @@ def _exec_stats(chunks: Tensor, plan: Plan, n_ctx: int, group: int, shared: bool
     return ExecStats(chunks=chunks, computed_pairs=computed, causal_pairs=causal,
                      density=float(computed.double().sum()) / (batch * q_heads * causal),
                      density_per_head=per_head, block_m=used.block_m, block_n=used.block_n, config=used)
+
+
+def stats_from_chunks(chunks: Tensor, plan: Plan, n_ctx: int, group: int, *, block_m: int, block_n: int) -> ExecStats:
+    """ExecStats for chunk counts decided elsewhere (the PyTorch path on machines without a GPU)."""
+    shared = plan.heads == chunks.shape[1] // group  # one list per kv head, shared by its group
+    return _exec_stats(chunks, plan, n_ctx, group, shared, ExecConfig(block_m=block_m, block_n=block_n))

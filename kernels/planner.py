@@ -32,6 +32,7 @@ plan's layout is kernels/plan.py.
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import torch
 import triton
@@ -43,7 +44,10 @@ from .plan import Plan
 DEFAULT_SEGMENT = 1024
 DEFAULT_SINKS = 64
 DEFAULT_BLOCK_M = 128
+DEFAULT_GUIDE = "mean"
 DEFAULT_BUCKETS = 1024
+DEFAULT_COARSE = 4
+DEFAULT_FINE_FRACTION = 0.5
 GUIDES = ("mean", "head_mean", "head_mix")
 
 
@@ -87,18 +91,18 @@ def plan_heads(q: Tensor, k: Tensor, guide: str) -> int:
     return q.shape[1] if guide == "head_mean" else k.shape[1]
 
 
-def segment_guides(q: Tensor, segment: int, group: int) -> Tensor:
+def segment_guides(q: Tensor, segment: int) -> Tensor:
     """Mean query of each segment, per query head: fp32 ``(batch, q_heads, n_seg, head_dim)``.
 
     A ragged last segment is averaged over the tokens it has.
     """
     batch, q_heads, n_ctx, dim = q.shape
-    n_seg = -(-n_ctx // segment)
-    pad = n_seg * segment - n_ctx
-    sums = torch.nn.functional.pad(q, (0, 0, 0, pad)).view(batch, q_heads, n_seg, segment, dim).sum(3, dtype=torch.float32)
-    counts = torch.full((n_seg,), float(segment), device=q.device)
-    counts[-1] = n_ctx - (n_seg - 1) * segment
-    return sums / counts[:, None]
+    n_full = n_ctx // segment
+    # fp32 accumulation without an fp32 copy of q; the ragged tail is summed on its own (no padded copy).
+    sums = [q[:, :, :n_full * segment].reshape(batch, q_heads, n_full, segment, dim).sum(3, dtype=torch.float32) / segment]
+    if n_full * segment < n_ctx:
+        sums.append(q[:, :, n_full * segment:].sum(2, keepdim=True, dtype=torch.float32) / (n_ctx - n_full * segment))
+    return torch.cat(sums, 2) if len(sums) > 1 else sums[0]
 
 
 def _guides_for(q: Tensor, k: Tensor, segment: int, guide: str) -> Tensor:
@@ -109,7 +113,7 @@ def _guides_for(q: Tensor, k: Tensor, segment: int, guide: str) -> Tensor:
     batch, q_heads, n_ctx, dim = q.shape
     kv_heads = k.shape[1]
     group = q_heads // kv_heads
-    per_head = segment_guides(q, segment, group)  # (B, Hq, n_seg, D)
+    per_head = segment_guides(q, segment)  # (B, Hq, n_seg, D)
     n_seg = per_head.shape[2]
     if guide == "head_mean":
         guides = per_head[:, :, :, None, :]
@@ -167,12 +171,14 @@ def _combine_guide_scores(scores: Tensor, guide: str, scale: float) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 
 def torch_s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sinks: int = DEFAULT_SINKS,
-                   block_m: int = DEFAULT_BLOCK_M, guide: str = "mean", query_permute: bool = False,
-                   n_buckets: int = DEFAULT_BUCKETS, scale: float | None = None) -> Plan:
+                   block_m: int = DEFAULT_BLOCK_M, guide: str = DEFAULT_GUIDE, query_permute: bool = False,
+                   n_buckets: int = DEFAULT_BUCKETS, n_coarse: int = DEFAULT_COARSE,
+                   fine_fraction: float = DEFAULT_FINE_FRACTION, scale: float | None = None) -> Plan:
     """S2O plan in plain PyTorch, every segment's prefix in exact descending score order.
 
-    Same arguments and layout as ``s2o_plan``; ``n_buckets`` is accepted and ignored (the twin
-    sorts exactly; ties keep ascending position). Costs a full sort: for tests and studies.
+    Same arguments and layout as ``s2o_plan``; ``n_buckets``, ``n_coarse`` and ``fine_fraction``
+    are accepted and ignored (the twin sorts exactly; ties keep ascending position). Costs a full
+    sort: for tests and studies (``torch_bucket_ids`` gives the Triton planner's bucketed order).
     """
     _validate(q, k, segment, sinks, block_m, guide, n_buckets)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
@@ -205,20 +211,97 @@ def torch_s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sink
 
 
 # ----------------------------------------------------------------------------------------------
-# Triton: score, bucket histogram, stable scatter.
+# Bucketing: how the Triton planner orders a segment's prefix (a torch version for studies and tests).
+# ----------------------------------------------------------------------------------------------
+
+def fine_threshold_z(fine_fraction: float) -> float:
+    """Standard scores above which keys get fine buckets: ``mean + z * std`` keeps about
+    ``fine_fraction`` of a Gaussian-looking score distribution (-inf for 1: every key is fine)."""
+    if fine_fraction >= 1.0:
+        return float("-inf")
+    return NormalDist().inv_cdf(1.0 - fine_fraction)
+
+
+def bucket_scales(top: Tensor, bottom: Tensor, mean: Tensor, std: Tensor, *, n_buckets: int, n_coarse: int,
+                  fine_fraction: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per segment: ``(top, threshold, fine inverse width, coarse inverse width)``, fp32.
+
+    Scores in [threshold, top] fall into ``n_buckets`` fine buckets (bucket 0 holds the highest);
+    scores below the threshold into ``n_coarse`` coarse bands down to ``bottom``, after every fine
+    bucket. Empty prefixes (top = -inf) get zeros.
+    """
+    z = fine_threshold_z(fine_fraction)
+    threshold = bottom if math.isinf(z) else torch.maximum(bottom, torch.minimum(top, mean + z * std))
+    fine_span, coarse_span = top - threshold, threshold - bottom
+    fine_inv = torch.where(fine_span > 0, n_buckets / fine_span, torch.zeros_like(fine_span))
+    coarse_inv = torch.where(coarse_span > 0, n_coarse / coarse_span, torch.zeros_like(coarse_span))
+    finite = torch.isfinite(top)
+    zero = torch.zeros_like(top)
+    return tuple(torch.where(finite, x, zero).float().contiguous() for x in (top, threshold, fine_inv, coarse_inv))
+
+
+def torch_bucket_ids(score: Tensor, top, threshold, fine_inv, coarse_inv, *, n_buckets: int, n_coarse: int) -> Tensor:
+    """The bucket of each score (int64), the same arithmetic as the Triton kernel's ``_bucket_of``."""
+    fine = ((top - score) * fine_inv).to(torch.int32).clamp(0, n_buckets - 1)
+    coarse = n_buckets + ((threshold - score) * coarse_inv).to(torch.int32).clamp(0, n_coarse - 1)
+    return torch.where(score >= threshold, fine, coarse).long()
+
+
+# ----------------------------------------------------------------------------------------------
+# Triton: three passes over the same (segments x keys) score tiles, recomputed on tensor cores each
+# time (cheaper than storing n_seg x N scores): statistics, bucket counts, scatter.
 # ----------------------------------------------------------------------------------------------
 
 @triton.jit
-def _score_kernel(
-    K, GUIDE, SCORE, PART_MAX, PART_MIN,  # k (B, Hkv, N, D); guides (B, Hp, n_seg, D); scores (B, Hp, n_seg, N) fp32;
-    n_ctx, n_seg, segment, sinks, heads_per_kv, h_plan,  # partial max / min (B, Hp, n_seg, n_kb) fp32
+def _score_tile(K, GUIDE, b, h, kv_head, pid_n, pid_s, n_ctx, n_seg, segment, sinks,
+                stride_kb, stride_kh, stride_kn, stride_kd, stride_gb, stride_gh, stride_gs, stride_gd,
+                HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Scores ``(BLOCK_S, BLOCK_N)`` of a block of keys against a block of segment guides, and the
+    mask of the pairs where the key lies in the segment's prefix [sinks, s * segment)."""
+    offs_s = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    g_ptrs = GUIDE + b * stride_gb + h * stride_gh + offs_s[:, None] * stride_gs + offs_d[None, :] * stride_gd
+    guide = tl.load(g_ptrs, mask=offs_s[:, None] < n_seg, other=0.0)
+    k_ptrs = K + b * stride_kb + kv_head * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
+    keys = tl.load(k_ptrs, mask=offs_n[:, None] < n_ctx, other=0.0)
+    score = tl.dot(guide, tl.trans(keys))
+    in_prefix = (offs_n[None, :] >= sinks) & (offs_n[None, :] < offs_s[:, None] * segment) & (offs_s[:, None] < n_seg)
+    return score, in_prefix, offs_s, offs_n
+
+
+@triton.jit
+def _bucket_of(score, top, threshold, fine_inv, coarse_inv, N_BUCKETS: tl.constexpr, N_COARSE: tl.constexpr):
+    # Fine buckets 0..N_BUCKETS-1 from the top score down to the threshold, then the coarse bands.
+    fine = tl.minimum(tl.maximum(((top - score) * fine_inv).to(tl.int32), 0), N_BUCKETS - 1)
+    coarse = N_BUCKETS + tl.minimum(tl.maximum(((threshold - score) * coarse_inv).to(tl.int32), 0), N_COARSE - 1)
+    return tl.where(score >= threshold, fine, coarse)
+
+
+@triton.jit
+def _plan_kernel(
+    K, GUIDE,            # k (B, Hkv, N, D); guides (B, Hp, n_seg, D) in k's dtype
+    STATS,               # PHASE 0 out: (4, B, Hp, n_seg, n_kb) fp32 max, min, sum, sum of squares per key block
+    SCALES,              # PHASE 1, 2 in: (4, B, Hp, n_seg) fp32 top, threshold, fine and coarse inverse widths
+    COUNT,               # PHASE 1 out: (B, Hp, n_seg, N_BUCKETS + N_COARSE) int32 keys per bucket;
+                         # PHASE 2 in/out: next free slot of each bucket in key_index[b, h]
+    KEY_INDEX,           # PHASE 2 out: (B, Hp, L) int32
+    n_ctx, n_seg, segment, sinks, h_plan, heads_per_kv,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_gb, stride_gh, stride_gs, stride_gd,
-    stride_sb, stride_sh, stride_ss, stride_sn,
-    stride_pb, stride_ph, stride_ps, stride_pk,
-    HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr,
+    stride_xq, stride_xb, stride_xh, stride_xs,
+    stride_cq, stride_cb, stride_ch,
+    stride_nb, stride_nh, stride_ns,
+    stride_ib, stride_ih,
+    PHASE: tl.constexpr, HEAD_DIM: tl.constexpr, N_BUCKETS: tl.constexpr, N_COARSE: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """Scores of one block of keys against the guides of one block of segments (tensor cores)."""
+    """One (block of keys, block of segments, batch x plan head) tile of the plan, in three phases:
+    0: score statistics per segment; 1: bucket counts; 2: every key to a free slot of its bucket.
+
+    Fine buckets take one atomic per key (the top of the order, where it matters); a coarse band
+    takes one atomic per tile row and writes its keys of the row contiguously, in position order.
+    """
     tl.static_assert(BLOCK_S >= 16 and BLOCK_N >= 16)
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -228,184 +311,117 @@ def _score_kernel(
     last_seg = tl.minimum(n_seg, (pid_s + 1) * BLOCK_S) - 1
     # Keys at or after the last segment's start are in no prefix of this block of segments.
     if pid_n * BLOCK_N < last_seg * segment:
-        offs_s = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
-        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        offs_d = tl.arange(0, HEAD_DIM)
-        g_ptrs = GUIDE + b * stride_gb + h * stride_gh + offs_s[:, None] * stride_gs + offs_d[None, :] * stride_gd
-        guide = tl.load(g_ptrs, mask=offs_s[:, None] < n_seg, other=0.0)
-        k_ptrs = K + b * stride_kb + (h // heads_per_kv) * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
-        keys = tl.load(k_ptrs, mask=offs_n[:, None] < n_ctx, other=0.0)
-        score = tl.dot(guide, tl.trans(keys))  # (BLOCK_S, BLOCK_N) fp32
-        in_prefix = (offs_n[None, :] >= sinks) & (offs_n[None, :] < offs_s[:, None] * segment) & (offs_s[:, None] < n_seg)
-        s_ptrs = SCORE + b * stride_sb + h * stride_sh + offs_s[:, None] * stride_ss + offs_n[None, :] * stride_sn
-        tl.store(s_ptrs, score, mask=in_prefix)
-        p_off = b * stride_pb + h * stride_ph + offs_s * stride_ps + pid_n * stride_pk
-        tl.store(PART_MAX + p_off, tl.max(tl.where(in_prefix, score, float("-inf")), axis=1), mask=offs_s < n_seg)
-        tl.store(PART_MIN + p_off, tl.min(tl.where(in_prefix, score, float("inf")), axis=1), mask=offs_s < n_seg)
-
-
-@triton.jit
-def _bucket_of(score, top, inv_width, N_BUCKETS: tl.constexpr):
-    # Bucket 0 holds the highest scores; the segment's minimum lands in the last bucket.
-    return tl.minimum(tl.maximum(((top - score) * inv_width).to(tl.int32), 0), N_BUCKETS - 1)
-
-
-@triton.jit
-def _histogram_kernel(
-    SCORE, TOP, INV_WIDTH, HIST,  # scores (B, Hp, n_seg, N); top, inv_width (B, Hp, n_seg) fp32;
-    n_seg, segment, sinks, h_plan,  # hist (B, Hp, n_seg, n_kt, N_BUCKETS) int32
-    stride_sb, stride_sh, stride_ss, stride_sn,
-    stride_tb, stride_th, stride_ts,
-    stride_hb, stride_hh, stride_hs, stride_ht,
-    KEY_TILE: tl.constexpr, N_BUCKETS: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    """Bucket counts of one segment's scores over one tile of KEY_TILE key positions."""
-    pid_t = tl.program_id(0)
-    s = tl.program_id(1)
-    pid_bh = tl.program_id(2)
-    b = pid_bh // h_plan
-    h = pid_bh % h_plan
-    tile_lo = tl.maximum(pid_t * KEY_TILE, sinks)
-    tile_hi = tl.minimum((pid_t + 1) * KEY_TILE, s * segment)
-    if tile_lo < tile_hi:
-        t_off = b * stride_tb + h * stride_th + s * stride_ts
-        top = tl.load(TOP + t_off)
-        inv_width = tl.load(INV_WIDTH + t_off)
-        row = SCORE + b * stride_sb + h * stride_sh + s * stride_ss
-        hist = tl.zeros((N_BUCKETS,), dtype=tl.int32)
-        for start in range(tile_lo, tile_hi, BLOCK_N):
-            offs_n = start + tl.arange(0, BLOCK_N)
-            valid = offs_n < tile_hi
-            score = tl.load(row + offs_n * stride_sn, mask=valid, other=0.0)
-            # Padding lanes go to the last bucket and are taken out again below.
-            bucket = tl.where(valid, _bucket_of(score, top, inv_width, N_BUCKETS), N_BUCKETS - 1)
-            hist += tl.histogram(bucket, N_BUCKETS)
-        n_pad = tl.cdiv(tile_hi - tile_lo, BLOCK_N) * BLOCK_N - (tile_hi - tile_lo)
-        offs_b = tl.arange(0, N_BUCKETS)
-        hist -= tl.where(offs_b == N_BUCKETS - 1, n_pad, 0)
-        tl.store(HIST + b * stride_hb + h * stride_hh + s * stride_hs + pid_t * stride_ht + offs_b, hist)
-
-
-@triton.jit
-def _scatter_kernel(
-    SCORE, TOP, INV_WIDTH, CURSOR, KEY_INDEX,  # cursor (B, Hp, n_seg, n_kt, N_BUCKETS) int64: where the tile's
-    n_seg, segment, sinks, h_plan,  # next key of each bucket goes in key_index[b, h]; key_index (B, Hp, L) int32
-    stride_sb, stride_sh, stride_ss, stride_sn,
-    stride_tb, stride_th, stride_ts,
-    stride_cb, stride_ch, stride_cs, stride_ct,
-    stride_ib, stride_ih,
-    KEY_TILE: tl.constexpr, N_BUCKETS: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    """Writes one tile of a segment's prefix into the list: bucket by bucket, positions ascending."""
-    pid_t = tl.program_id(0)
-    s = tl.program_id(1)
-    pid_bh = tl.program_id(2)
-    b = pid_bh // h_plan
-    h = pid_bh % h_plan
-    tile_lo = tl.maximum(pid_t * KEY_TILE, sinks)
-    tile_hi = tl.minimum((pid_t + 1) * KEY_TILE, s * segment)
-    if tile_lo < tile_hi:
-        t_off = b * stride_tb + h * stride_th + s * stride_ts
-        top = tl.load(TOP + t_off)
-        inv_width = tl.load(INV_WIDTH + t_off)
-        row = SCORE + b * stride_sb + h * stride_sh + s * stride_ss
-        cursor = CURSOR + b * stride_cb + h * stride_ch + s * stride_cs + pid_t * stride_ct
-        out = KEY_INDEX + b * stride_ib + h * stride_ih
-        lane = tl.arange(0, BLOCK_N)
-        earlier = lane[None, :] < lane[:, None]  # (i, j): key j comes before key i in position order
-        for start in range(tile_lo, tile_hi, BLOCK_N):
-            offs_n = start + lane
-            valid = offs_n < tile_hi
-            score = tl.load(row + offs_n * stride_sn, mask=valid, other=0.0)
-            bucket = tl.where(valid, _bucket_of(score, top, inv_width, N_BUCKETS), N_BUCKETS - 1)
-            same = (bucket[:, None] == bucket[None, :]) & valid[None, :]
-            rank = tl.sum((same & earlier).to(tl.int32), axis=1)  # stable: earlier positions first
-            count = tl.sum(same.to(tl.int32), axis=1)
-            base = tl.load(cursor + bucket, mask=valid, other=0)
-            tl.store(out + base + rank, offs_n.to(tl.int32), mask=valid)
-            # The last key of each bucket in this block moves that bucket's cursor past the block.
-            tl.store(cursor + bucket, base + count, mask=valid & (rank == count - 1))
-            tl.debug_barrier()
-
-
-def _key_tile(n_ctx: int) -> int:
-    # Big enough that the per-tile histograms stay small next to the scores, small enough that
-    # every (segment, tile) program has work to spread over the GPU.
-    return max(64, min(4096, triton.next_power_of_2(n_ctx)))
+        score, in_prefix, offs_s, offs_n = _score_tile(
+            K, GUIDE, b, h, h // heads_per_kv, pid_n, pid_s, n_ctx, n_seg, segment, sinks,
+            stride_kb, stride_kh, stride_kn, stride_kd, stride_gb, stride_gh, stride_gs, stride_gd,
+            HEAD_DIM, BLOCK_S, BLOCK_N)
+        seg_ok = offs_s < n_seg
+        if PHASE == 0:
+            x_ptrs = STATS + b * stride_xb + h * stride_xh + offs_s * stride_xs + pid_n
+            kept = tl.where(in_prefix, score, 0.0)
+            tl.store(x_ptrs, tl.max(tl.where(in_prefix, score, float("-inf")), axis=1), mask=seg_ok)
+            tl.store(x_ptrs + stride_xq, tl.min(tl.where(in_prefix, score, float("inf")), axis=1), mask=seg_ok)
+            tl.store(x_ptrs + 2 * stride_xq, tl.sum(kept, axis=1), mask=seg_ok)
+            tl.store(x_ptrs + 3 * stride_xq, tl.sum(kept * kept, axis=1), mask=seg_ok)
+        else:
+            c_off = b * stride_cb + h * stride_ch + offs_s
+            top = tl.load(SCALES + c_off, mask=seg_ok, other=0.0)[:, None]
+            threshold = tl.load(SCALES + stride_cq + c_off, mask=seg_ok, other=0.0)[:, None]
+            fine_inv = tl.load(SCALES + 2 * stride_cq + c_off, mask=seg_ok, other=0.0)[:, None]
+            coarse_inv = tl.load(SCALES + 3 * stride_cq + c_off, mask=seg_ok, other=0.0)[:, None]
+            bucket = _bucket_of(score, top, threshold, fine_inv, coarse_inv, N_BUCKETS, N_COARSE)
+            row = COUNT + b * stride_nb + h * stride_nh + offs_s * stride_ns  # (BLOCK_S,) pointers
+            is_fine = in_prefix & (bucket < N_BUCKETS)
+            ones = tl.full(bucket.shape, 1, tl.int32)
+            # Relaxed atomics: only the totals (phase 1) and distinct slots (phase 2) matter.
+            slot = tl.atomic_add(row[:, None] + bucket, ones, mask=is_fine, sem="relaxed")
+            out = KEY_INDEX + b * stride_ib + h * stride_ih
+            keys = (offs_n[None, :] + tl.zeros_like(bucket)).to(tl.int32)
+            if PHASE == 2:
+                tl.store(out + slot, keys, mask=is_fine)
+            for band in tl.static_range(N_COARSE):
+                in_band = in_prefix & (bucket == N_BUCKETS + band)
+                n_row = tl.sum(in_band.to(tl.int32), axis=1)
+                first = tl.atomic_add(row + N_BUCKETS + band, n_row, mask=seg_ok & (n_row > 0), sem="relaxed")
+                if PHASE == 2:
+                    pos = first[:, None] + tl.cumsum(in_band.to(tl.int32), axis=1) - 1
+                    tl.store(out + pos, keys, mask=in_band)
 
 
 def s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sinks: int = DEFAULT_SINKS,
-             block_m: int = DEFAULT_BLOCK_M, guide: str = "mean", query_permute: bool = False,
-             n_buckets: int = DEFAULT_BUCKETS, scale: float | None = None) -> Plan:
+             block_m: int = DEFAULT_BLOCK_M, guide: str = DEFAULT_GUIDE, query_permute: bool = False,
+             n_buckets: int = DEFAULT_BUCKETS, n_coarse: int = DEFAULT_COARSE,
+             fine_fraction: float = DEFAULT_FINE_FRACTION, scale: float | None = None) -> Plan:
     """Build the S2O plan in linear time (Triton): every prefix key of every segment, ranked by a guide.
 
     q: ``(batch, q_heads, seq_len, head_dim)``; k: ``(batch, kv_heads, seq_len, head_dim)``; fp16,
     bf16 or fp32, on the GPU (or on the CPU with ``TRITON_INTERPRET=1``).
-    segment (1024): S, queries per segment, a multiple of block_m (128, the executor's query tile).
-    sinks (64): keys [0, sinks) are left out of the lists (the executor computes them in pass 1).
-    guide ("mean"): how keys are ranked, one of GUIDES (see the module docstring).
-    query_permute (False): order each segment's queries by ``q . g`` and emit ``plan.query_order``.
-    n_buckets (1024): score buckets per segment; the list is exact up to one bucket width
-        ``(max - min) / n_buckets`` of that segment's scores.
-    scale (head_dim ** -0.5): softmax scale, used by the ``head_mix`` guide only.
+    segment: S, queries per segment, a multiple of block_m (the executor's query tile).
+    sinks: keys [0, sinks) are left out of the lists (the executor computes them in pass 1).
+    guide: how keys are ranked, one of GUIDES (see the module docstring).
+    query_permute: order each segment's queries by ``q . g`` and emit ``plan.query_order``.
+    n_buckets, fine_fraction: the top ``fine_fraction`` of a segment's keys (estimated from the mean
+        and spread of its scores) is ordered exactly up to one of ``n_buckets`` equal score steps
+        between the top score and that threshold; keys of one bucket come in no set order (they are
+        placed by atomics), so two runs may order near-equal keys differently.
+    n_coarse: the keys below the threshold follow in ``n_coarse`` equal score bands, position order
+        inside a band (the executor rarely walks that deep; they are written in contiguous runs).
+    scale: softmax scale, used by the ``head_mix`` guide only.
     Returns a ``Plan`` (kernels/plan.py) with int32 key lists holding every prefix key once.
     """
     _validate(q, k, segment, sinks, block_m, guide, n_buckets)
     if guide == "head_mix":
         raise NotImplementedError("guide='head_mix' exists in torch_s2o_plan only (see PLANNER_NOTES.md)")
+    if n_coarse < 1 or not 0.0 < fine_fraction <= 1.0:
+        raise ValueError(f"n_coarse must be >= 1 and fine_fraction in (0, 1]; got {n_coarse}, {fine_fraction}")
     batch, _, n_ctx, dim = q.shape
     if dim & (dim - 1) or dim < 16:
         raise ValueError(f"head_dim must be a power of two >= 16 for the Triton planner; got {dim}")
     group = q.shape[1] // k.shape[1]
-    guides = _guides_for(q, k, segment, guide)[:, :, :, 0, :]  # (B, Hp, n_seg, D)
-    h_plan, n_seg = guides.shape[1], guides.shape[2]
-    heads_per_kv = group if h_plan == q.shape[1] else 1
+    guides = _guides_for(q, k, segment, guide)[:, :, :, 0, :]  # (B, Hp, n_seg, D) fp32
+    h_plan = guides.shape[1]
     lengths, starts = plan_layout(n_ctx, segment, sinks)
     total = int(lengths.sum())
+    if total >= 2**31:
+        raise ValueError(f"the plan would list {total} keys per head, over int32 offsets: use a longer segment")
     key_index = torch.empty(batch, h_plan, total, dtype=torch.int32, device=q.device)
     if total > 0:
-        _rank_prefixes(k, guides.to(k.dtype), key_index, starts.to(q.device), segment, sinks, heads_per_kv, n_buckets)
+        heads_per_kv = group if h_plan == q.shape[1] else 1
+        _rank_prefixes(k, guides.to(k.dtype), key_index, starts.to(q.device), segment, sinks, heads_per_kv,
+                       n_buckets, n_coarse, fine_fraction)
     order = query_order_by_guide(q, guides, segment) if query_permute else None
     return _new_plan(q, k, segment, sinks, h_plan, key_index, order)
 
 
 def _rank_prefixes(k: Tensor, guides: Tensor, key_index: Tensor, starts: Tensor, segment: int, sinks: int,
-                   heads_per_kv: int, n_buckets: int) -> None:
-    """Fills ``key_index`` (B, Hp, L): the three kernels, with the offsets computed in between."""
+                   heads_per_kv: int, n_buckets: int, n_coarse: int, fine_fraction: float) -> None:
+    """Fills ``key_index`` (B, Hp, L): statistics pass, count pass, bucket offsets (torch), scatter pass."""
     batch, h_plan, n_seg, dim = guides.shape
     n_ctx = k.shape[2]
-    block_s, block_n = 16 if n_seg <= 16 else 32, 64
+    block_s = 16 if n_seg <= 16 else 32
+    block_n = 128 if dim <= 128 else 64
     n_kb = triton.cdiv(n_ctx, block_n)
-    score = torch.empty(batch, h_plan, n_seg, n_ctx, dtype=torch.float32, device=k.device)
-    part_max = torch.full((batch, h_plan, n_seg, n_kb), float("-inf"), device=k.device)
-    part_min = torch.full((batch, h_plan, n_seg, n_kb), float("inf"), device=k.device)
+    stats = torch.empty(4, batch, h_plan, n_seg, n_kb, device=k.device)
+    stats[0], stats[1], stats[2:] = float("-inf"), float("inf"), 0.0
+    count = torch.zeros(batch, h_plan, n_seg, n_buckets + n_coarse, dtype=torch.int32, device=k.device)
     grid = (n_kb, triton.cdiv(n_seg, block_s), batch * h_plan)
-    _score_kernel[grid](
-        k, guides, score, part_max, part_min,
-        n_ctx, n_seg, segment, sinks, heads_per_kv, h_plan,
-        *k.stride(), *guides.stride(), *score.stride(), *part_max.stride(),
-        HEAD_DIM=dim, BLOCK_S=block_s, BLOCK_N=block_n,
-    )
-    top = part_max.amax(-1)
-    spread = top - part_min.amin(-1)
-    # Empty prefixes give -inf - inf = nan; a zero spread puts everything in bucket 0.
-    inv_width = torch.where(spread > 0, n_buckets / spread, torch.zeros_like(spread)).contiguous()
-    top = torch.nan_to_num(top, neginf=0.0).contiguous()
 
-    key_tile = _key_tile(n_ctx)
-    n_kt = triton.cdiv(n_ctx, key_tile)
-    hist = torch.zeros(batch, h_plan, n_seg, n_kt, n_buckets, dtype=torch.int32, device=k.device)
-    grid = (n_kt, n_seg, batch * h_plan)
-    common = dict(KEY_TILE=key_tile, N_BUCKETS=n_buckets, BLOCK_N=64)
-    _histogram_kernel[grid](
-        score, top, inv_width, hist, n_seg, segment, sinks, h_plan,
-        *score.stride(), *top.stride(), *hist.stride()[:4], **common,
-    )
-    # Bucket-major, then tile order: the exclusive running count is where each (bucket, tile) run starts.
-    counts = hist.transpose(3, 4).reshape(batch, h_plan, n_seg, n_buckets * n_kt).to(torch.int64)
-    cursor = torch.cumsum(counts, -1) - counts + starts[:, None]
-    cursor = cursor.view(batch, h_plan, n_seg, n_buckets, n_kt).transpose(3, 4).contiguous()
-    _scatter_kernel[grid](
-        score, top, inv_width, cursor, key_index, n_seg, segment, sinks, h_plan,
-        *score.stride(), *top.stride(), *cursor.stride()[:4], *key_index.stride()[:2], **common,
-    )
+    def launch(phase, scales):
+        _plan_kernel[grid](
+            k, guides, stats, scales, count, key_index,
+            n_ctx, n_seg, segment, sinks, h_plan, heads_per_kv,
+            *k.stride(), *guides.stride(), *stats.stride()[:4], *scales.stride()[:3], *count.stride()[:3],
+            *key_index.stride()[:2],
+            PHASE=phase, HEAD_DIM=dim, N_BUCKETS=n_buckets, N_COARSE=n_coarse, BLOCK_S=block_s, BLOCK_N=block_n,
+        )
+
+    launch(0, stats)  # scales unused in phase 0
+    n_keys = (torch.arange(n_seg, device=k.device) * segment - sinks).clamp(min=1)
+    mean = stats[2].sum(-1) / n_keys
+    std = (stats[3].sum(-1) / n_keys - mean * mean).clamp(min=0).sqrt()
+    scales = torch.stack(bucket_scales(stats[0].amax(-1), stats[1].amin(-1), mean, std, n_buckets=n_buckets,
+                                       n_coarse=n_coarse, fine_fraction=fine_fraction))
+    launch(1, scales)
+    # Buckets in order, highest first: a bucket's run starts after every higher bucket's keys.
+    count.copy_(torch.cumsum(count, -1, dtype=torch.int32) - count + starts[:, None].to(torch.int32))
+    launch(2, scales)

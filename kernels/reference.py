@@ -33,24 +33,36 @@ def _plan_head(plan: Plan, q_head: int, group: int, kv_heads: int) -> int:
     return q_head // group if plan.heads == kv_heads else q_head
 
 
-def _tile_positions(plan: Plan, b: int, hp: int, tile: int, block_m: int, n_ctx: int) -> Tensor:
-    lo, hi = tile * block_m, min((tile + 1) * block_m, n_ctx)
+def _slot_positions(plan: Plan, b: int, hp: int, n_ctx: int) -> Tensor:
+    """Query position of each tile slot (slot i of tile t is t * block_m + i)."""
     if plan.query_order is None:
-        return torch.arange(lo, hi, device=plan.key_index.device)
-    return plan.query_order[b, hp, lo:hi].long()
+        return torch.arange(n_ctx, device=plan.key_index.device)
+    return plan.query_order[b, hp].long()
 
 
-def _pass1_mask(plan: Plan, rows: Tensor, seg_start: int, n_ctx: int) -> Tensor:
+def _pass1_mask(plan: Plan, rows: Tensor, seg_start: Tensor | int, n_ctx: int) -> Tensor:
     """(rows, N) keys of pass 1: sinks before the segment, own segment up to each row's position."""
     keys = torch.arange(n_ctx, device=rows.device)
-    sinks = keys < min(plan.sinks, seg_start)
-    own = (keys >= seg_start) & (keys <= rows[:, None])
-    return sinks[None, :] | own
+    seg_start = torch.as_tensor(seg_start, device=rows.device).reshape(-1, 1)
+    sinks = keys[None, :] < seg_start.clamp(max=plan.sinks)
+    own = (keys[None, :] >= seg_start) & (keys[None, :] <= rows[:, None])
+    return sinks | own
 
 
 def _list_keys(plan: Plan, b: int, hp: int, seg: int) -> Tensor:
     start, length = int(plan.list_start[b, hp, seg]), int(plan.list_len[b, hp, seg])
     return plan.key_index[b, hp, start:start + length].long()
+
+
+def _list_ranks(plan: Plan, b: int, hp: int, n_ctx: int) -> Tensor:
+    """(n_seg, N) int64: each key's rank in its segment's list (int64 max when it is not listed)."""
+    n_seg = plan.list_len.shape[-1]
+    # unlisted keys rank beyond any walk (a walk of c chunks may pass n_ctx when the list is ragged)
+    ranks = torch.full((n_seg, n_ctx), torch.iinfo(torch.int64).max, dtype=torch.int64, device=plan.key_index.device)
+    for seg in range(n_seg):
+        keys = _list_keys(plan, b, hp, seg)
+        ranks[seg, keys] = torch.arange(keys.numel(), device=keys.device)
+    return ranks
 
 
 def torch_sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, chunks: Tensor, scale: float | None = None,
@@ -67,19 +79,20 @@ def torch_sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, chunk
     n_tiles = -(-n_ctx // block_m)
     if tuple(chunks.shape) != (batch, q_heads, n_tiles):
         raise ValueError(f"chunks must have shape {(batch, q_heads, n_tiles)} for block_m {block_m}; got {tuple(chunks.shape)}")
+    slots = torch.arange(n_ctx, device=q.device)
+    tile_of_slot = slots // block_m
+    seg_of_slot = tile_of_slot * block_m // plan.segment
     out = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     for b in range(batch):
         for h in range(q_heads):
             hp, kvh = _plan_head(plan, h, group, kv_heads), h // group
-            scores = q[b, h].float() @ k[b, kvh].float().T * scale  # (N, N)
-            for t in range(n_tiles):
-                rows = _tile_positions(plan, b, hp, t, block_m, n_ctx)
-                seg = t * block_m // plan.segment
-                allowed = _pass1_mask(plan, rows, seg * plan.segment, n_ctx)
-                keys = _list_keys(plan, b, hp, seg)[: int(chunks[b, h, t]) * block_n]
-                allowed[:, keys] = True
-                probs = torch.softmax(scores[rows].masked_fill(~allowed, float("-inf")), dim=-1)
-                out[b, h, rows] = probs @ v[b, kvh].float()
+            rows = _slot_positions(plan, b, hp, n_ctx)
+            walked = (chunks[b, h].long().to(q.device)[tile_of_slot] * block_n)  # keys walked, per slot
+            allowed = _list_ranks(plan, b, hp, n_ctx)[seg_of_slot] < walked[:, None]
+            allowed |= _pass1_mask(plan, rows, seg_of_slot * plan.segment, n_ctx)
+            scores = q[b, h, rows].float() @ k[b, kvh].float().T * scale
+            probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+            out[b, h, rows] = probs @ v[b, kvh].float()
     return out
 
 
@@ -100,46 +113,53 @@ def check_stop_rule(q: Tensor, k: Tensor, v: Tensor, plan: Plan, chunks: Tensor,
     group = q_heads // kv_heads
     shared = plan.heads == kv_heads
     scale = scale if scale is not None else 1.0 / math.sqrt(head_dim)
-    n_tiles = -(-n_ctx // block_m)
+    n_seg = plan.list_len.shape[-1]
     problems: list[str] = []
     for b in range(batch):
         for hp in range(plan.heads):
             heads = list(range(hp * group, (hp + 1) * group)) if shared else [hp]
             kvh = hp if shared else hp // group
-            kd = k[b, kvh].double()
-            for t in range(n_tiles):
-                walked = {int(chunks[b, h, t]) for h in heads}
-                where = f"batch {b}, plan head {hp}, tile {t}"
-                if len(walked) != 1:
-                    problems.append(f"{where}: heads sharing a list walked different chunk counts {sorted(walked)}")
-                    continue
-                walked_n = walked.pop()
-                rows = _tile_positions(plan, b, hp, t, block_m, n_ctx)
-                seg = t * block_m // plan.segment
+            positions = _slot_positions(plan, b, hp, n_ctx)
+            for seg in range(n_seg):
                 keys = _list_keys(plan, b, hp, seg)
                 n_chunks = -(-keys.numel() // block_n)
-                if not (min(n_chunks, 1) <= walked_n <= n_chunks):
-                    problems.append(f"{where}: walked {walked_n} chunks of {n_chunks}")
-                    continue
-                if walked_n == n_chunks and (tau == 0 or n_chunks == 0):
-                    continue
-                if tau == 0:
-                    problems.append(f"{where}: tau = 0 but stopped after {walked_n} of {n_chunks} chunks")
-                    continue
-                gains = _max_gains(q[b, heads].double(), kd, rows, keys, plan, seg, n_ctx, scale, block_n)
-                for c in range(walked_n - 1):
-                    if gains[c] < tau * (1 - rtol) - atol:
-                        problems.append(f"{where}: walked on after chunk {c} whose max gain {gains[c]:.3g} < tau {tau:g}")
-                        break
-                last = walked_n - 1
-                if walked_n < n_chunks and gains[last] >= tau * (1 + rtol) + atol:
-                    problems.append(f"{where}: stopped after chunk {last} whose max gain {gains[last]:.3g} >= tau {tau:g}")
+                lo, hi = seg * plan.segment, min((seg + 1) * plan.segment, n_ctx)
+                tiles = range(lo // block_m, -(-hi // block_m))
+                gains = None
+                for t in tiles:
+                    where = f"batch {b}, plan head {hp}, tile {t}"
+                    walked = {int(chunks[b, h, t]) for h in heads}
+                    if len(walked) != 1:
+                        problems.append(f"{where}: heads sharing a list walked different chunk counts {sorted(walked)}")
+                        continue
+                    walked_n = walked.pop()
+                    if not (min(n_chunks, 1) <= walked_n <= n_chunks):
+                        problems.append(f"{where}: walked {walked_n} chunks of {n_chunks}")
+                        continue
+                    if walked_n == n_chunks and (tau == 0 or n_chunks == 0):
+                        continue
+                    if tau == 0:
+                        problems.append(f"{where}: tau = 0 but stopped after {walked_n} of {n_chunks} chunks")
+                        continue
+                    if gains is None:  # (rows of the segment, n_chunks), max over the program's heads
+                        gains = _segment_gains(q[b, heads].double(), k[b, kvh].double(), positions[lo:hi], keys,
+                                               plan, seg, n_ctx, scale, block_n)
+                    tile_gains = gains[t * block_m - lo: min((t + 1) * block_m, hi) - lo].amax(0).tolist()
+                    for c in range(walked_n - 1):
+                        if tile_gains[c] < tau * (1 - rtol) - atol:
+                            problems.append(f"{where}: walked on after chunk {c} whose max gain {tile_gains[c]:.3g} "
+                                            f"< tau {tau:g}")
+                            break
+                    last = walked_n - 1
+                    if walked_n < n_chunks and tile_gains[last] >= tau * (1 + rtol) + atol:
+                        problems.append(f"{where}: stopped after chunk {last} whose max gain {tile_gains[last]:.3g} "
+                                        f">= tau {tau:g}")
     return problems
 
 
-def _max_gains(qd: Tensor, kd: Tensor, rows: Tensor, keys: Tensor, plan: Plan, seg: int, n_ctx: int, scale: float,
-               block_n: int) -> list[float]:
-    """Per chunk of ``keys``: the largest gain over the tile's rows (all heads in ``qd (heads, N, D)``)."""
+def _segment_gains(qd: Tensor, kd: Tensor, rows: Tensor, keys: Tensor, plan: Plan, seg: int, n_ctx: int, scale: float,
+                   block_n: int) -> Tensor:
+    """(rows, n_chunks) float64: per row slot the largest gain over ``qd``'s heads, for each chunk of ``keys``."""
     scores = qd[:, rows] @ kd.T * scale  # (heads, rows, N)
     pass1 = _pass1_mask(plan, rows, seg * plan.segment, n_ctx)
     # Masses relative to each row's pass-1 maximum: every denominator is then >= 1 (float64 range).
@@ -151,4 +171,40 @@ def _max_gains(qd: Tensor, kd: Tensor, rows: Tensor, keys: Tensor, plan: Plan, s
     padded[..., : keys.numel()] = mass[..., keys]
     chunk_mass = padded.view(*mass.shape[:2], n_chunks, block_n).sum(-1)
     gains = chunk_mass / (pass1_mass[..., None] + chunk_mass.cumsum(-1))
-    return gains.flatten(0, 1).amax(0).tolist()
+    return gains.amax(0)
+
+
+def torch_decide_chunks(q: Tensor, k: Tensor, plan: Plan, tau: float, *, scale: float | None = None,
+                        block_m: int, block_n: int) -> Tensor:
+    """The executor's stopping decisions made in PyTorch (float64): int32 ``(batch, q_heads, n_tiles)``.
+
+    With ``torch_sparse_attention(..., chunks=...)`` this is the whole S2O function on machines with
+    no GPU (correct, slow: O(seq_len^2) memory per head). Tiles of one shared list decide together,
+    as the executor's programs do: a chunk's gain is the max over every row of every head they serve.
+    """
+    batch, q_heads, n_ctx, head_dim = q.shape
+    kv_heads = k.shape[1]
+    group = q_heads // kv_heads
+    shared = plan.heads == kv_heads
+    scale = scale if scale is not None else 1.0 / math.sqrt(head_dim)
+    n_tiles = -(-n_ctx // block_m)
+    chunks = torch.zeros(batch, q_heads, n_tiles, dtype=torch.int32)
+    for b in range(batch):
+        for hp in range(plan.heads):
+            heads = list(range(hp * group, (hp + 1) * group)) if shared else [hp]
+            kvh = hp if shared else hp // group
+            positions = _slot_positions(plan, b, hp, n_ctx)
+            for seg in range(plan.list_len.shape[-1]):
+                keys = _list_keys(plan, b, hp, seg)
+                n_chunks = -(-keys.numel() // block_n)
+                lo, hi = seg * plan.segment, min((seg + 1) * plan.segment, n_ctx)
+                if n_chunks == 0 or lo >= hi:
+                    continue
+                gains = _segment_gains(q[b, heads].double(), k[b, kvh].double(), positions[lo:hi], keys, plan,
+                                       seg, n_ctx, scale, block_n)
+                for t in range(lo // block_m, -(-hi // block_m)):
+                    tile = gains[t * block_m - lo: min((t + 1) * block_m, hi) - lo].amax(0)
+                    below = (tile < tau).nonzero()
+                    walked = int(below[0]) + 1 if tau > 0 and below.numel() else n_chunks
+                    chunks[b, heads, t] = walked
+    return chunks

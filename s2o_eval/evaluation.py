@@ -283,8 +283,12 @@ def _evaluate_into(run_dir, lm, refs, request, loaded, use_template, overhead, e
 
     total = sum(len(todo) for *_, todo in plans)
     with _Progress(total, enabled=progress) as bar:
+        warmed: set[int] = set()
         for ctx, ref, task_dict, todo in plans:
             bar.describe(f"{ref.label} {ctx_label(ctx)}")
+            if ctx not in warmed:
+                lm.warm_up(min(ctx, loaded.max_window if not request.allow_beyond_window else ctx) - 128)
+                warmed.add(ctx)
             for position, index in todo:
                 lm.measurements.clear()
                 try:

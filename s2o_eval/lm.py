@@ -82,6 +82,15 @@ class S2OEvalLM(HFLM):
         self.measurements: dict[tuple[str, int], PrefillMeasurement] = {}
         self._last: PrefillMeasurement | None = None
 
+    def warm_up(self, n_tokens: int) -> None:
+        """One untimed prefill of ``n_tokens`` random tokens, so that kernel compilation, autotuning
+        and library handle creation never land in a sample's prefill time."""
+        ids = torch.randint(0, self.model.config.get_text_config().vocab_size, (1, n_tokens),
+                            generator=torch.Generator().manual_seed(0)).to(self.model.device)
+        with torch.no_grad():
+            self.model(input_ids=ids, use_cache=False, logits_to_keep=1)
+        self.recorder.reset()
+
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
         self.recorder.reset()
         cuda = context.is_cuda

@@ -17,6 +17,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .methods import AttentionMethod, AttentionStats
+from .sliding import sliding_window_attention
 
 PREFIX = "s2o_eval_"
 log = logging.getLogger(__name__)
@@ -32,6 +33,19 @@ class PrefillRecorder:
 
     def reset(self) -> None:
         self.__init__()
+
+
+def plain_prefill_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0, kv_offset=0,
+                       attention_mask: torch.Tensor | None = None, **kwargs):
+    """No mask at all for a single unpadded prompt (every layer then knows it is plain causal, and a
+    sliding layer at 128K is spared a 16 GB boolean mask); transformers' SDPA mask otherwise."""
+    plain = (batch_size == 1 and q_length == kv_length and q_length > 1
+             and not torch.is_tensor(q_offset) and q_offset == 0
+             and (attention_mask is None or bool(attention_mask.all())))
+    if plain:
+        return None
+    return sdpa_mask(batch_size, q_length, kv_length, q_offset=q_offset, kv_offset=kv_offset,
+                     attention_mask=attention_mask, **kwargs)
 
 
 def _is_full_causal_prefill(module, query, key, attention_mask, kwargs) -> bool:
@@ -57,12 +71,17 @@ def make_attention_function(method: AttentionMethod, recorder: PrefillRecorder):
                   attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
                   **kwargs: Any):
         # query (batch, q_heads, q_len, head_dim); key, value (batch, kv_heads, kv_len, head_dim)
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         if not _is_full_causal_prefill(module, query, key, attention_mask, kwargs):
             recorder.fallback_calls += 1
-            kwargs.pop("sliding_window", None)
+            window = kwargs.pop("sliding_window", None) or getattr(module, "sliding_window", None)
+            if (window and attention_mask is None and query.shape[2] == key.shape[2]
+                    and kwargs.get("softcap") is None):
+                # a sliding layer's prefill with no mask built (plain_prefill_mask): exact, memory-light
+                out = sliding_window_attention(query, key, value, window, scale)
+                return out.transpose(1, 2).contiguous(), None
             return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                           scaling=scaling, **kwargs)
-        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         recorder.method_calls += 1
         out = method.prefill(query, key, value, scale=scale, stats=recorder.stats)
         return out.transpose(1, 2).contiguous(), None  # transformers wants (batch, seq, heads, dim)
@@ -75,6 +94,6 @@ def use_method(model, method: AttentionMethod) -> PrefillRecorder:
     recorder = PrefillRecorder()
     name = PREFIX + method.name
     AttentionInterface.register(name, make_attention_function(method, recorder))
-    AttentionMaskInterface.register(name, sdpa_mask)
+    AttentionMaskInterface.register(name, plain_prefill_mask)
     model.set_attn_implementation(name)
     return recorder

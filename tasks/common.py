@@ -54,9 +54,27 @@ def middle_truncate(tokenizer, text: str, budget: int) -> str:
 
 
 def offline() -> bool:
-    """True when the hub must not be asked (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set)."""
-    return any(os.environ.get(v, "0") not in ("", "0", "false", "False")
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    """True when the hub must not be asked: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, or the hub
+    cannot be reached at all (checked once, in seconds, instead of a minute of retries per dataset)."""
+    if any(os.environ.get(v, "0") not in ("", "0", "false", "False")
+           for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return True
+    return not _hub_reachable()
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        from huggingface_hub import constants
+
+        host = urlparse(constants.ENDPOINT).hostname
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except Exception:  # no DNS, no route, firewall: the hub is out of reach
+        return False
 
 
 def data_path(data_dir: str | None, *parts: str) -> Path | None:

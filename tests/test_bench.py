@@ -268,7 +268,7 @@ def test_cli_bench_writes_json_and_markdown(tmp_path):
     records = json.loads((tmp_path / "b" / "cli.json").read_text())
     assert [r["method"] for r in records] == ["sdpa", "eager"] and all(r["workload"] == "cap" for r in records)
     assert "| sdpa | - |" in (tmp_path / "b" / "cli.md").read_text()
-    assert "cap · 48 tokens · CPU" in result.output and "cli.md" in result.output
+    assert f"cap · 48 tokens · {records[0]['device']}" in result.output and "cli.md" in result.output
 
 
 def test_cli_bench_random_workload_is_labelled_worst_case(tmp_path):

@@ -91,9 +91,16 @@ def test_capturing_model_logits_match_transformers(tiny_gemma, monkeypatch):
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)  # bitwise equal here; a hair of slack for other builds
     assert tiny_gemma.config._attn_implementation == "sdpa"  # restored
 
-    # the comparison can fail: a window one key too wide changes the logits
     import s2o_eval.bench.capture as capture_module
 
+    # the same through several query chunks (128K runs as 128 chunks of 1024)
+    monkeypatch.setattr(capture_module, "sliding_window_attention",
+                        lambda q, k, v, window, scale: sliding_window_attention(q, k, v, window, scale, query_chunk=16))
+    with torch.no_grad(), capturing(tiny_gemma, [], stop_early=False):
+        chunked = tiny_gemma(ids).logits
+    torch.testing.assert_close(chunked, expected, atol=1e-5, rtol=1e-5)
+
+    # the comparison can fail: a window one key too wide changes the logits
     monkeypatch.setattr(capture_module, "sliding_window_attention",
                         lambda q, k, v, window, scale: sliding_window_attention(q, k, v, window + 1, scale))
     with torch.no_grad(), capturing(tiny_gemma, [], stop_early=False):

@@ -37,9 +37,9 @@ TOL = {torch.float16: dict(atol=3e-3, rtol=3e-3), torch.bfloat16: dict(atol=2e-2
 # ---------------------------------------------------------------------------------------------
 def make_qkv(seed: int, batch: int, q_heads: int, kv_heads: int, n_ctx: int, head_dim: int,
              dtype=torch.float16, heavy: float = 0.0):
-    """Random q, k, v. With ``heavy`` > 0, one key in eight leans along a direction that every query
-    shares, by ``heavy`` standard deviations: attention then concentrates on those keys, as on real
-    text, and early stopping has mass to find (plain Gaussian q, k give near-uniform attention)."""
+    """Random q, k, v. With ``heavy`` > 0, every query leans along one direction and one key in eight
+    along it too, which raises those keys' logits by about ``heavy``: attention then concentrates as on
+    real text, and early stopping has mass to find (plain Gaussian q, k give near-uniform attention)."""
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(batch, q_heads, n_ctx, head_dim, generator=gen)
     k = torch.randn(batch, kv_heads, n_ctx, head_dim, generator=gen)
@@ -143,6 +143,7 @@ def assert_close(actual, expected, dtype):
 DENSE_CASES = [
     # (batch, q_heads, kv_heads, n_ctx, head_dim, segment, sinks, block_m, block_n)
     pytest.param(1, 2, 2, 37, 64, 16, 0, 16, 16, id="mha-N37-d64"),
+    pytest.param(1, 2, 1, 20, 64, 32, 0, 16, 16, id="gqa2-N20-one-segment-empty-lists"),
     pytest.param(2, 4, 1, 100, 128, 32, 4, 8, 16, id="gqa4-N100-d128-sinks4-B2"),
     pytest.param(1, 8, 1, 200, 64, 64, 16, 2, 32, id="gqa8-N200-d64-sinks16"),
     pytest.param(1, 6, 2, 77, 256, 32, 3, 16, 16, id="gqa3pad-N77-d256-sinks3"),
@@ -204,10 +205,10 @@ def test_subset_lists_per_head_match_reference(batch, q_heads, kv_heads, n_ctx, 
 # tau > 0: early stopping happens, obeys the rule, and the replay matches.
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("q_heads,kv_heads,head_dim,per_head,block_m,block_n,launch", [
-    pytest.param(4, 1, 64, False, 8, 16, {}, id="gqa4-shared-while"),
-    pytest.param(4, 1, 64, False, 8, 16, {"prefetch_kv": True}, id="gqa4-shared-prefetch"),
+    pytest.param(4, 1, 64, False, 8, 16, {"stop_burst": 1}, id="gqa4-shared-while"),
+    pytest.param(4, 1, 64, False, 8, 16, {"stop_burst": 1, "prefetch_kv": True}, id="gqa4-shared-prefetch"),
     pytest.param(2, 2, 128, True, 16, 16, {"stop_burst": 4}, id="mha-per-head-d128-burst4"),
-    pytest.param(6, 2, 64, False, 4, 32, {"stop_burst": 2}, id="gqa3pad-shared-burst2"),
+    pytest.param(6, 2, 64, False, 8, 32, {"stop_burst": 2}, id="gqa3pad-shared-burst2"),
 ])
 def test_early_stop_obeys_rule_and_matches_replay(q_heads, kv_heads, head_dim, per_head, block_m, block_n, launch):
     batch, n_ctx, segment, sinks, tau = 2, 256, 64, 4, 0.05
@@ -298,7 +299,8 @@ def test_executor_rejects_bad_inputs():
 
 
 def test_exec_config_from_environment(monkeypatch):
-    assert ExecConfig.parse("block_m=16, block_n=32,num_warps=8,prefetch_kv=1") == ExecConfig(16, 32, 8, 2, True)
+    assert ExecConfig.parse("block_m=16, block_n=32,num_warps=8,prefetch_kv=1,stop_burst=1") == ExecConfig(
+        16, 32, 8, 2, prefetch_kv=True, stop_burst=1)
     with pytest.raises(ValueError, match="block_m"):
         ExecConfig.parse("block_n=32")
     q, k, v = make_qkv(4, 1, 2, 2, 40, 64)
@@ -314,14 +316,19 @@ def test_exec_config_from_environment(monkeypatch):
 # ---------------------------------------------------------------------------------------------
 @GPU
 @NEEDS_GPU
-@pytest.mark.parametrize("q_heads,kv_heads,head_dim", [(4, 1, 64), (8, 8, 128), (8, 2, 256)])
-def test_bf16_dense_and_early_stop(q_heads, kv_heads, head_dim):
+@pytest.mark.parametrize("q_heads,kv_heads,head_dim,config", [
+    pytest.param(4, 1, 64, ExecConfig(block_m=32, block_n=64, stop_burst=4), id="gqa4-d64-pinned"),
+    pytest.param(8, 8, 128, None, id="mha-d128-autotuned"),
+    pytest.param(8, 2, 256, ExecConfig(block_m=16, block_n=64, stop_burst=1, prefetch_kv=True), id="gqa4-d256-while"),
+])
+def test_bf16_dense_and_early_stop(q_heads, kv_heads, head_dim, config):
     n_ctx = 1000
     q, k, v = make_qkv(55, 2, q_heads, kv_heads, n_ctx, head_dim, dtype=torch.bfloat16, heavy=4.0)
-    out = sparse_attention(q, k, v, dense_plan(q, k, 128, 4))
+    out, stats = sparse_attention(q, k, v, dense_plan(q, k, 128, 4), config=config, return_stats=True)
     assert_close(out, torch_dense_causal(q, k, v), q.dtype)
+    assert stats.density == 1.0
     plan = build_plan(q, k, 128, 4, seed=8, rank="guide", permute_queries=True)
-    out, stats = sparse_attention(q, k, v, plan, tau=0.01, return_stats=True)
+    out, stats = sparse_attention(q, k, v, plan, tau=0.01, config=config, return_stats=True)
     full = full_chunks(plan, q_heads, kv_heads, n_ctx, stats.block_m, stats.block_n)
     assert (stats.chunks.cpu().long() < full).any()
     assert check_stop_rule(q, k, v, plan, stats.chunks, 0.01, block_m=stats.block_m, block_n=stats.block_n) == []

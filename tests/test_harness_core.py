@@ -119,10 +119,11 @@ def test_summary_groups_and_percentiles():
     assert rows[None]["prefill_ms_p90"] == pytest.approx(3.7)
 
 
-def test_config_hash_ignores_limit_but_not_method_args():
-    base = {"model": "m", "method": "s2o", "method_args": {"tau": 0.01}, "limit": 1}
-    assert config_hash(base) == config_hash(dict(base, limit=5))
+def test_config_hash_follows_what_a_run_computes():
+    base = {"model": "m", "method": "s2o", "method_args": {"tau": 0.01}, "limit": 1, "git_commit": "a"}
+    assert config_hash(base) == config_hash(dict(base, git_commit="b"))  # same samples, newer code
     assert config_hash(base) != config_hash(dict(base, method_args={"tau": 0.001}))
+    assert config_hash(base) != config_hash(dict(base, limit=5))  # another sample set
 
 
 # -- parsing ------------------------------------------------------------------------------------

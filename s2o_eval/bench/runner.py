@@ -184,6 +184,32 @@ def _resolve_device(device: str | None) -> str:
     return resolve_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+def _run_point(point: _Point, base: dict[str, Any], workload: Workload, reference: torch.Tensor,
+               request: BenchRequest, device: str) -> dict[str, Any]:
+    """The record of one configured method on one workload: measured, or skipped with the reason."""
+    method = point.method
+    record = {**base, "method": method.name, "dense": not method.sparse, "args": point.args,
+              "params": method.params(), "sweep": point.sweep, "skipped": None,
+              "note": method.fallback_note() if isinstance(method, SparseMethod) else None,
+              "ms_plan": None, "ms_execute": None, "ms_total": None, "plan_share": None,
+              "density": None, "density_per_head": None, "rel_l2": None, "mse": None,
+              "efficiency": None, "efficiency_vs": None, "speedup": {}}
+    reason = method.unavailable_reason()
+    if reason is None and method.name in CUDA_ONLY and not device.startswith("cuda"):
+        reason = f"runs on CUDA only, the bench runs on {device}: pass --device cuda"
+    if reason is None:
+        try:
+            record.update(measure(method, workload, reference, reps=request.reps, warmup=request.warmup))
+        except torch.cuda.OutOfMemoryError:
+            reason = f"out of {device} memory at N={workload.shape['N']}"
+            torch.cuda.empty_cache()
+    if reason is not None:
+        record["skipped"] = reason
+    elif not math.isfinite(record["rel_l2"]):
+        record["note"] = "; ".join(filter(None, [record["note"], "output holds NaN or Inf"]))
+    return record
+
+
 def run_bench(request: BenchRequest, *, progress: bool = True, console: Console | None = None) -> BenchOutcome:
     """Run every (workload, ctx, method, sweep point); write ``<out_dir>/<name>.json`` and ``.md``."""
     from ..models import resolve_dtype
@@ -213,11 +239,15 @@ def run_bench(request: BenchRequest, *, progress: bool = True, console: Console 
         task = bar.add_task("bench", total=steps)
         for spec in request.workloads:
             for tokens in lengths[spec]:
-                workload = load_workload(spec, tokens, device, dtype=dtype, seed=request.seed,
-                                         allow_beyond_window=request.allow_beyond_window)
+                try:
+                    workload = load_workload(spec, tokens, device, dtype=dtype, seed=request.seed,
+                                             allow_beyond_window=request.allow_beyond_window)
+                    bar.update(task, description=f"{workload.name} N={workload.shape['N']}: fp32 reference")
+                    reference = exact_reference(workload.q, workload.k, workload.v, workload.scale)
+                except torch.cuda.OutOfMemoryError:
+                    raise UserError(f"{spec} at {tokens or 'full'} tokens does not fit in {device} memory with its "
+                                    f"fp32 reference: bench a shorter --ctx (finished records are in {json_path})") from None
                 n_ctx = workload.shape["N"]
-                bar.update(task, description=f"{workload.name} N={n_ctx}: fp32 reference")
-                reference = exact_reference(workload.q, workload.k, workload.v, workload.scale)
                 bar.advance(task)
                 group: list[dict[str, Any]] = []
                 told: set[tuple[str, str]] = set()
@@ -229,29 +259,11 @@ def run_bench(request: BenchRequest, *, progress: bool = True, console: Console 
                 for point in points:
                     method = point.method
                     bar.update(task, description=f"{workload.name} N={n_ctx}: {method.name} {point.args or ''}")
-                    record = {**base, "method": method.name, "dense": not method.sparse, "args": point.args,
-                              "params": method.params(), "sweep": point.sweep, "skipped": None,
-                              "note": method.fallback_note() if isinstance(method, SparseMethod) else None,
-                              "ms_plan": None, "ms_execute": None, "ms_total": None, "plan_share": None,
-                              "density": None, "density_per_head": None, "rel_l2": None, "mse": None,
-                              "efficiency": None, "efficiency_vs": None, "speedup": {}}
-                    reason = method.unavailable_reason()
-                    if reason is None and method.name in CUDA_ONLY and not device.startswith("cuda"):
-                        reason = f"runs on CUDA only, the bench runs on {device}: pass --device cuda"
-                    if reason is None:
-                        try:
-                            record.update(measure(method, workload, reference, reps=request.reps,
-                                                  warmup=request.warmup))
-                        except torch.cuda.OutOfMemoryError:
-                            reason = f"out of {device} memory at N={n_ctx}"
-                            torch.cuda.empty_cache()
-                    if reason is not None:
-                        record["skipped"] = reason
-                        if (method.name, reason) not in told:  # once per method, not per sweep point
-                            told.add((method.name, reason))
-                            console.print(f"[yellow]skipped[/] {escape(f'{method.name} on {workload.name} N={n_ctx}: {reason}')}")
-                    elif not math.isfinite(record["rel_l2"]):
-                        record["note"] = "; ".join(filter(None, [record["note"], "output holds NaN or Inf"]))
+                    record = _run_point(point, base, workload, reference, request, device)
+                    reason = record["skipped"]
+                    if reason and (method.name, reason) not in told:  # once per method, not per sweep point
+                        told.add((method.name, reason))
+                        console.print(f"[yellow]skipped[/] {escape(f'{method.name} on {workload.name} N={n_ctx}: {reason}')}")
                     group.append(record)
                     write_records(json_path, records + group)
                     bar.advance(task)

@@ -10,6 +10,7 @@ Two kinds:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,11 @@ def load_capture_workload(spec: str, tokens: int | None, device: str, *, allow_b
     model = meta.get("model") or {}
     note = (f"real attention: {model.get('name', '?')} layers {','.join(map(str, meta['layers']))} stacked "
             f"along heads, on {meta.get('text_source') or 'captured text'}")
-    source = {"path": str(path), "model": model, "layers": meta["layers"], "texts": meta.get("texts"),
+    texts = meta.get("texts") or []
+    # one digest for all text files keeps every record short (49 essays by default)
+    texts_sha256 = hashlib.sha256("".join(t["sha256"] for t in texts).encode()).hexdigest() if texts else None
+    source = {"path": str(path), "model": model, "layers": meta["layers"], "text_files": len(texts),
+              "texts_sha256": texts_sha256, "text_source": meta.get("text_source"),
               "captured_tokens": captured, "capture_device": meta.get("device"),
               "capture_beyond_window": meta.get("beyond_window")}
     return Workload(name=path.stem, kind="capture", q=q, k=k, v=v, scale=float(layers[0]["scaling"]),

@@ -9,12 +9,14 @@ import dataclasses
 import typing
 
 from ..errors import UserError
-from .base import AttentionMethod, AttentionStats
+from .base import AttentionMethod, AttentionStats, SparseMethod
 from .dense import DENSE_PREFERENCE, FA2, FA3, SDPA, CuDNN, Eager
+from .s2o import S2O
+from .token_oracle import TokenOracle
 
 METHODS: dict[str, type[AttentionMethod]] = {
     cls.name: cls
-    for cls in (FA2, CuDNN, FA3, SDPA, Eager)
+    for cls in (FA2, CuDNN, FA3, SDPA, Eager, S2O, TokenOracle)
 }
 
 

@@ -73,7 +73,10 @@ def essay_words(data_dir: str | None) -> tuple[str, ...]:
     if source == ESSAYS_HUB:
         import datasets
 
-        texts = datasets.load_dataset(ESSAYS_HUB, split="train")["text"]
+        try:
+            texts = datasets.load_dataset(ESSAYS_HUB, split="train")["text"]
+        except Exception as err:  # no network: the same one line as offline
+            raise DataUnavailable(f"{essays_hint(data_dir)} (the hub could not be reached)") from err
     else:
         texts = [p.read_text(encoding="utf-8") for p in sorted(Path(source).glob("*.txt"))]
     words = re.sub(r"\s+", " ", " ".join(texts)).strip().split(" ")
@@ -181,11 +184,14 @@ def load_qa(name: str, data_dir: str | None) -> QASet:
     source = qa_source(name, data_dir)
     if source is None:
         raise DataUnavailable(qa_hint(name, data_dir))
-    if name == "squad":
-        raw = json.loads(Path(source).read_text(encoding="utf-8")) if Path(source).is_file() else _squad_from_hub()
-        return _squad_set(raw)
-    raw = json.loads(Path(source).read_text(encoding="utf-8")) if Path(source).is_file() else _hotpotqa_from_hub()
-    return _hotpotqa_set(raw)
+    if Path(source).is_file():
+        raw = json.loads(Path(source).read_text(encoding="utf-8"))
+    else:
+        try:
+            raw = _squad_from_hub() if name == "squad" else _hotpotqa_from_hub()
+        except Exception as err:  # no network (or no such dataset): the same one line as offline
+            raise DataUnavailable(f"{qa_hint(name, data_dir)} (the hub could not be reached)") from err
+    return _squad_set(raw) if name == "squad" else _hotpotqa_set(raw)
 
 
 def _squad_set(raw: dict) -> QASet:

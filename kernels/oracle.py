@@ -1,0 +1,107 @@
+"""Token oracle: every prefix key ranked by the true attention mass it receives (the planners' yardstick).
+
+For each query head and each segment of queries, prefix keys [sinks, s * S) are listed in descending
+order of ``sum_i softmax_i(j)``: the probability that query i gives key j, computed exactly against
+the query's full causal normaliser, summed over the segment's queries. With ``segment == block_m``
+every query tile gets its own list, the best order a per-tile early-stopping walk can get at token
+granularity. Run through the same executor and stop rule as S2O, it shows how far a planner's ranking
+is from the ideal one.
+
+It is a yardstick, not a fast path: it computes dense attention scores, a block of rows at a time
+(no N x N matrix is ever held), in plain PyTorch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .plan import Plan
+
+# Score elements held at once per block of rows (fp32): bounds memory at long contexts.
+_ROW_BLOCK_ELEMENTS = 1 << 26
+
+
+def _validate(q: Tensor, k: Tensor, segment: int, sinks: int, block_m: int) -> None:
+    if not isinstance(q, Tensor) or not isinstance(k, Tensor) or q.dim() != 4 or k.dim() != 4:
+        raise ValueError("q and k must be 4-D tensors (batch, heads, seq_len, head_dim)")
+    if q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} must agree on batch, seq_len and head_dim")
+    if q.shape[1] % k.shape[1] != 0:
+        raise ValueError(f"q_heads ({q.shape[1]}) must be a multiple of kv_heads ({k.shape[1]})")
+    if q.shape[2] < 1:
+        raise ValueError("seq_len must be >= 1")
+    if block_m < 1 or segment < 1 or segment % block_m != 0:
+        raise ValueError(f"segment ({segment}) must be a positive multiple of block_m ({block_m})")
+    if sinks < 0:
+        raise ValueError(f"sinks must be >= 0; got {sinks}")
+
+
+def segment_key_mass(q_head: Tensor, k_head: Tensor, segment: int, scale: float) -> Tensor:
+    """True attention mass each key receives from each segment's queries, for one head.
+
+    ``q_head, k_head (seq_len, head_dim)``. Returns fp32 ``(n_seg, seq_len)``: entry ``[s, j]`` is
+    ``sum_{i in segment s} softmax(scale * q_i . k_{<=i})_j`` (zero for keys after the query).
+    """
+    n_ctx = q_head.shape[0]
+    n_seg = -(-n_ctx // segment)
+    mass = torch.zeros(n_seg, n_ctx, dtype=torch.float32, device=q_head.device)
+    segs_per_block = max(1, _ROW_BLOCK_ELEMENTS // (segment * n_ctx))
+    keys = k_head.float()
+    for first in range(0, n_seg, segs_per_block):
+        last = min(n_seg, first + segs_per_block)
+        row_lo, row_hi = first * segment, min(n_ctx, last * segment)
+        rows = torch.arange(row_lo, row_hi, device=q_head.device)
+        scores = (q_head[row_lo:row_hi].float() @ keys[:row_hi].T) * scale
+        causal = torch.arange(row_hi, device=q_head.device)[None, :] <= rows[:, None]
+        probs = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+        seg_of_row = rows // segment - first
+        mass[first:last, :row_hi].index_add_(0, seg_of_row, probs)
+    return mass
+
+
+def token_oracle_plan(q: Tensor, k: Tensor, *, segment: int, sinks: int, block_m: int, scale: float | None = None,
+                      query_order: Tensor | None = None) -> Plan:
+    """One list per (batch, query head, segment): every prefix key, by true attention mass, descending.
+
+    q: ``(batch, q_heads, seq_len, head_dim)``; k: ``(batch, kv_heads, seq_len, head_dim)``.
+    segment: queries per list; pass ``segment=block_m`` for the per-tile oracle.
+    sinks: keys [0, sinks) stay out of the lists (the executor's pass 1 computes them).
+    block_m: the executor's query tile (segment must be a multiple of it).
+    scale (head_dim ** -0.5): the softmax scale of the attention being planned.
+    query_order: optional int32 ``(batch, q_heads, seq_len)`` permutation within each segment, passed
+        through to the plan (the mass of a segment does not depend on the order of its queries).
+    Returns a ``Plan`` with H_plan = q_heads; ties keep ascending key position.
+    """
+    _validate(q, k, segment, sinks, block_m)
+    batch, q_heads, n_ctx, dim = q.shape
+    group = q_heads // k.shape[1]
+    scale = dim ** -0.5 if scale is None else scale
+    n_seg = -(-n_ctx // segment)
+    lengths = (torch.arange(n_seg, dtype=torch.int64) * segment - sinks).clamp(min=0)
+    starts = torch.cumsum(lengths, 0) - lengths
+    positions = torch.arange(n_ctx, device=q.device)
+    in_prefix = (positions[None, :] >= sinks) & (positions[None, :] < (torch.arange(n_seg, device=q.device) * segment)[:, None])
+    keep = positions[None, :] < lengths.to(q.device)[:, None]
+    key_index = torch.empty(batch, q_heads, int(lengths.sum()), dtype=torch.int32, device=q.device)
+    for b in range(batch):
+        for h in range(q_heads):
+            mass = segment_key_mass(q[b, h], k[b, h // group], segment, scale)
+            # Keys outside the prefix sort last (mass >= 0 > -1); each segment keeps its first len.
+            ranked = torch.sort(mass.masked_fill(~in_prefix, -1.0), dim=-1, descending=True, stable=True).indices
+            # Row-major boolean selection concatenates the segments' heads, which is the plan layout.
+            key_index[b, h] = ranked[keep].to(torch.int32)
+    if query_order is not None:
+        if not isinstance(query_order, Tensor) or tuple(query_order.shape) != (batch, q_heads, n_ctx):
+            raise ValueError(f"query_order must be a tensor of shape {(batch, q_heads, n_ctx)}")
+        query_order = query_order.to(device=q.device, dtype=torch.int32).contiguous()
+    plan = Plan(
+        segment=segment,
+        sinks=sinks,
+        key_index=key_index,
+        list_start=starts.to(q.device).expand(batch, q_heads, -1).contiguous(),
+        list_len=lengths.to(torch.int32).to(q.device).expand(batch, q_heads, -1).contiguous(),
+        query_order=query_order,
+    )
+    plan.check(q, k, block_m=block_m)
+    return plan

@@ -1,0 +1,5 @@
+"""``python -m s2o_eval`` is the ``s2o-eval`` command (for machines where it is not installed)."""
+
+from .cli import main
+
+main()

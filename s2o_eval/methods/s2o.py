@@ -1,0 +1,106 @@
+"""S2O: early stopping for sparse attention via online permutation (arXiv 2602.22575)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .base import AttentionStats, SparseMethod
+
+GUIDES = ("mean", "head_mean", "head_mix")
+
+
+def record_stats(stats: AttentionStats | None, exec_stats) -> None:
+    """Add an executor launch's pair counts to the run's running stats."""
+    if stats is None:
+        return
+    batch, q_heads = exec_stats.computed_pairs.shape
+    stats.add(computed=float(exec_stats.computed_pairs.sum()), causal=float(exec_stats.causal_pairs * batch * q_heads),
+              per_head=exec_stats.density_per_head.tolist())
+
+
+def tile_positions(q_heads: int, kv_heads: int, block_m: int, segment: int) -> int:
+    """Query positions per executor tile: explicit, or the executor's default (128 rows shared by the
+    GQA group's heads, padded to a power of two) made to divide the segment."""
+    if block_m:
+        return block_m
+    from s2o_kernels.executor import DEFAULT_ROWS
+
+    group = q_heads // kv_heads
+    return math.gcd(max(DEFAULT_ROWS // (1 << (group - 1).bit_length()), 1), segment)
+
+
+def execute_plan(q, k, v, plan, *, tau: float, scale: float, block_m: int, block_n: int,
+                 stats: AttentionStats | None = None) -> torch.Tensor:
+    """The shared index-guided executor on any plan: Triton on the GPU, its PyTorch twin elsewhere."""
+    from s2o_kernels import sparse_attention, torch_decide_chunks, torch_sparse_attention
+    from s2o_kernels.executor import default_block_n, stats_from_chunks
+
+    if q.is_cuda:
+        out, exec_stats = sparse_attention(q, k, v, plan, tau=tau, scale=scale, block_m=block_m,
+                                           block_n=block_n or None, return_stats=True)
+    else:  # no GPU: the same function through the PyTorch reference (correct, slow)
+        block_n = block_n or default_block_n(q.shape[-1])
+        chunks = torch_decide_chunks(q, k, plan, tau, scale=scale, block_m=block_m, block_n=block_n)
+        out = torch_sparse_attention(q, k, v, plan, chunks=chunks, scale=scale, block_m=block_m,
+                                     block_n=block_n).to(q.dtype)
+        exec_stats = stats_from_chunks(chunks, plan, q.shape[2], q.shape[1] // k.shape[1], block_m=block_m,
+                                       block_n=block_n)
+    record_stats(stats, exec_stats)
+    return out
+
+
+@dataclass
+class S2O(SparseMethod):
+    """S2O prefill attention: keys ranked per segment by a pooled query guide, walked by importance
+    through an index list, each query tile stopping once a chunk adds less than ``tau`` of its mass.
+
+    https://arxiv.org/abs/2602.22575 (our reconstruction: see kernels/ and the design notes).
+    Inputs q ``(batch, q_heads, seq_len, head_dim)``, k, v ``(batch, kv_heads, seq_len, head_dim)``.
+
+    tau (0.003): stop a tile after the first chunk bringing every row less than this share of its
+        softmax mass; 0 = dense attention (every key visited).
+    segment (1024): queries per segment; the keys before a segment are ranked once for it.
+    sinks (64): first keys always computed exactly (attention sinks).
+    block_m (0 = executor default): query positions per tile; must divide segment.
+    block_n (0 = executor default): keys per chunk, the stopping rule's granularity.
+    guide ("mean"): how a segment's guide scores keys (kernels/planner.py GUIDES).
+    query_permute (False): order queries within a segment by their agreement with the guide.
+    """
+
+    name = "s2o"
+    summary = "S2O: index-guided sparse prefill, keys by importance, per-tile early stop (Triton)"
+
+    tau: float = 0.003
+    segment: int = 1024
+    sinks: int = 64
+    block_m: int = 0
+    block_n: int = 0
+    guide: str = "mean"
+    query_permute: bool = False
+
+    def __post_init__(self):
+        if self.tau < 0:
+            raise ValueError(f"tau must be >= 0 (0 = dense); got {self.tau}")
+        if self.segment < 16 or self.sinks < 0 or self.block_m < 0 or self.block_n < 0:
+            raise ValueError("segment must be >= 16; sinks, block_m, block_n >= 0")
+        if self.block_m and self.segment % self.block_m:
+            raise ValueError(f"block_m {self.block_m} must divide segment {self.segment}")
+        if self.guide not in GUIDES:
+            raise ValueError(f"guide must be one of {', '.join(GUIDES)}; got {self.guide!r}")
+
+    def _tile(self, q, k) -> int:
+        return tile_positions(q.shape[1], k.shape[1], self.block_m, self.segment)
+
+    def plan(self, q, k, *, scale):
+        from s2o_kernels import s2o_plan, torch_s2o_plan
+
+        make = s2o_plan if q.is_cuda else torch_s2o_plan
+        return make(q, k, segment=self.segment, sinks=self.sinks, block_m=self._tile(q, k), guide=self.guide,
+                    query_permute=self.query_permute, scale=scale)
+
+    def execute(self, q, k, v, plan, *, scale, stats: AttentionStats | None = None):
+        return execute_plan(q, k, v, plan, tau=self.tau, scale=scale, block_m=self._tile(q, k),
+                            block_n=self.block_n, stats=stats)

@@ -1,0 +1,64 @@
+"""The sparse methods as the harness sees them (``s2o``, ``token_oracle``): registry, parameters,
+the tau = 0 identity, and early stopping that saves work on attention that is concentrated."""
+
+import pytest
+import torch
+
+from s2o_eval.errors import UserError
+from s2o_eval.methods import AttentionStats, SparseMethod, create
+from s2o_kernels import torch_dense_causal
+
+
+def _inputs(n, hq, hkv, d, seed, peaky=False):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(1, hq, n, d, generator=gen)
+    k = torch.randn(1, hkv, n, d, generator=gen)
+    v = torch.randn(1, hkv, n, d, generator=gen)
+    if peaky:  # a few keys every query likes: the concentrated attention of real models
+        hot = torch.randperm(n, generator=gen)[: max(n // 50, 2)]
+        direction = torch.randn(d, generator=gen)
+        k[:, :, hot] += 3.0 * direction
+        q += 1.5 * direction
+    return q, k, v
+
+
+@pytest.mark.parametrize("name,args", [("s2o", {"segment": "64", "sinks": "4"}),
+                                       ("s2o", {"segment": "32", "sinks": "0", "block_n": "16",
+                                                "query_permute": "true"}),
+                                       ("token_oracle", {"block_m": "32", "sinks": "4"})])
+@pytest.mark.parametrize("n,hq,hkv,d", [(150, 4, 1, 64), (97, 4, 4, 128), (130, 8, 1, 256)])
+def test_tau_zero_is_dense_attention(name, args, n, hq, hkv, d):
+    q, k, v = _inputs(n, hq, hkv, d, seed=n + hq)
+    stats = AttentionStats()
+    out = create(name, dict(args, tau="0")).prefill(q, k, v, scale=d ** -0.5, stats=stats)
+    torch.testing.assert_close(out, torch_dense_causal(q, k, v), atol=2e-5, rtol=2e-5)
+    assert stats.density == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name,args", [("s2o", {"segment": "64", "sinks": "4", "block_n": "16"}),
+                                       ("token_oracle", {"block_m": "32", "sinks": "4", "block_n": "16"})])
+def test_stopping_trades_density_for_bounded_error(name, args):
+    q, k, v = _inputs(256, 4, 1, 64, seed=3, peaky=True)
+    ref = torch_dense_causal(q, k, v)
+    previous_density = 1.0 + 1e-9
+    for tau in ("0.001", "0.01", "0.05"):
+        stats = AttentionStats()
+        out = create(name, dict(args, tau=tau)).prefill(q, k, v, scale=64 ** -0.5, stats=stats)
+        error = float((out - ref).norm() / ref.norm())
+        assert stats.density <= previous_density  # a larger tau never walks more
+        assert error < 0.1
+        previous_density = stats.density
+    assert previous_density < 0.9  # concentrated attention lets tiles stop early
+
+
+def test_sparse_methods_are_registered_with_typed_parameters():
+    method = create("s2o", {"tau": "0.01", "segment": "512", "query_permute": "yes"})
+    assert isinstance(method, SparseMethod) and method.sparse
+    assert method.tau == 0.01 and method.segment == 512 and method.query_permute is True
+    with pytest.raises(UserError, match="tau must be >= 0"):
+        create("s2o", {"tau": "-1"})
+    with pytest.raises(UserError, match="must divide segment"):
+        create("s2o", {"segment": "100", "block_m": "64"})
+    with pytest.raises(UserError, match="not a valid float"):
+        create("s2o", {"tau": "high"})
+    assert create("token_oracle").params()["block_m"] == 128
