@@ -260,8 +260,7 @@ def _evaluate_into(run_dir, lm, refs, request, loaded, use_template, overhead, e
     for ctx in request.ctx:
         metadata = {"tokenizer": loaded.tokenizer_path, "max_seq_length": ctx, "num_samples": request.limit,
                     "seed": request.seed, "data_dir": request.data_dir, "template_overhead": overhead}
-        manager = TaskManager(include_path=str(tasks_dir), include_defaults=False, metadata=metadata,
-                              verbosity="ERROR")
+        manager = TaskManager(include_path=str(tasks_dir), include_defaults=False, metadata=metadata)
         for ref in refs:
             try:
                 task_dict = get_task_dict([ref.lm_eval_name], manager)

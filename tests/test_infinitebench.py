@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from tiny import make_tokenizer
+
 pytest.importorskip("lm_eval")
 
 from s2o_tasks import TASKS_DIR  # noqa: E402
@@ -63,19 +65,8 @@ RECORDS = {
 
 
 def train_tokenizer(path):
-    """A byte-level BPE with a BOS token added on encode, saved as a Hugging Face tokenizer dir."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([CORPUS] * 5, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                            pad_token="<pad>").save_pretrained(path)
+    """A byte-level BPE trained on this suite's prompt words, saved as a Hugging Face tokenizer dir."""
+    make_tokenizer(path, vocab_size=300, text=CORPUS, repeats=5)
     return str(path)
 
 
@@ -358,6 +349,7 @@ def test_data_status(data_dir, tmp_path, monkeypatch):
     assert data_status("passkey", data_dir) is None
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    monkeypatch.setattr("s2o_tasks.common._hub_reachable", lambda: True)  # as if the hub answered
     assert data_status("passkey", str(tmp_path)).startswith("from the hub")
     with pytest.raises(ValueError, match="unknown InfiniteBench split"):
         data_status("longbook_qa_en", data_dir)  # stock lm-eval's name: not a real split

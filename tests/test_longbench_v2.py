@@ -8,9 +8,11 @@ import random
 
 import pytest
 
+from tiny import make_tokenizer
+
 pytest.importorskip("lm_eval")
 
-from s2o_tasks.common import DataUnavailable, fit_prompt_middle, load_tokenizer  # noqa: E402
+from s2o_tasks.common import TaskDoesNotFit, DataUnavailable, fit_prompt_middle, load_tokenizer  # noqa: E402
 from s2o_tasks.longbench_v2 import OPTIONAL_TASKS, TASKS, data_status, task_name  # noqa: E402
 from s2o_tasks.longbench_v2.prompting import GEN_TOKENS, prompt_parts, template  # noqa: E402
 from s2o_tasks.longbench_v2.scoring import extract_answer, score  # noqa: E402
@@ -26,19 +28,8 @@ LENGTH = ["short", "medium", "long"]
 
 
 def train_tokenizer(path):
-    """A byte-level BPE with a BOS token added on encode, saved as a Hugging Face tokenizer dir."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([CORPUS] * 5, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                            pad_token="<pad>").save_pretrained(path)
+    """A byte-level BPE trained on this suite's prompt words, saved as a Hugging Face tokenizer dir."""
+    make_tokenizer(path, vocab_size=300, text=CORPUS, repeats=5)
     return str(path)
 
 
@@ -143,7 +134,7 @@ def test_tiny_budget_moves_the_cut_into_the_document(tok):
 
 def test_budget_smaller_than_instruction_and_question_is_an_error(tok):
     head, body, tail = prompt_parts(record(0, 800), "0shot")
-    with pytest.raises(ValueError, match="raise max_seq_length"):
+    with pytest.raises(TaskDoesNotFit, match="raise --ctx"):
         fit_prompt_middle(tok, head, body, tail, 40)
 
 
@@ -260,6 +251,7 @@ def test_data_status(data_dir, tmp_path, monkeypatch):
     assert data_status("longbench_v2", data_dir) is None
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    monkeypatch.setattr("s2o_tasks.common._hub_reachable", lambda: True)  # as if the hub answered
     assert data_status("s2o_longbench_v2", str(tmp_path)).startswith("from the hub")
 
 

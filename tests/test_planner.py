@@ -234,13 +234,14 @@ def test_token_oracle_passes_query_order_through():
         token_oracle_plan(q, k, segment=20, sinks=0, block_m=20, query_order=order[:, :1])
 
 
-def test_executor_on_s2o_plan_at_tau_zero_is_dense():
+@pytest.mark.parametrize("guide", ["mean", "head_mean"])
+def test_executor_on_s2o_plan_at_tau_zero_is_dense(guide):
     executor = pytest.importorskip("s2o_kernels.executor")
     from s2o_kernels.reference import torch_dense_causal
 
     q, k = make_qk(9, 1, 2, 1, 96, 64, torch.float16)
     v = make_qk(10, 1, 1, 1, 96, 64, torch.float16)[0]
-    plan = s2o_plan(q, k, segment=32, sinks=8, block_m=16, query_permute=True)
+    plan = s2o_plan(q, k, segment=32, sinks=8, block_m=16, guide=guide, query_permute=True)
     out = executor.sparse_attention(q, k, v, plan, tau=0.0, block_m=16, block_n=16)
     torch.testing.assert_close(out.float(), torch_dense_causal(q, k, v).float(), atol=3e-3, rtol=3e-3)
 

@@ -18,8 +18,8 @@ TEXT = (
 )
 
 
-def make_tokenizer(path: Path, vocab_size: int = 400):
-    """Train a byte-level BPE on a little English and save it as a Hugging Face tokenizer dir."""
+def make_tokenizer(path: Path, vocab_size: int = 400, text: str = TEXT, repeats: int = 20):
+    """Train a byte-level BPE (BOS added on encode) on ``text`` and save it as a Hugging Face tokenizer dir."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -28,7 +28,7 @@ def make_tokenizer(path: Path, vocab_size: int = 400):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([TEXT] * 20, trainer=trainer)
+    tok.train_from_iterator([text] * repeats, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
                                                        special_tokens=[("<s>", 1)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")

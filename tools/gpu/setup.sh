@@ -4,9 +4,8 @@
 # Model chunks travel one folder a call (.stage/m0 .. m4, each < 60 MiB); install whichever came.
 set -e
 mkdir -p /tmp/site
-if [ -d .whl ] && [ ! -f /tmp/site/.wheels-done ]; then
+if [ -d .whl ] && ! PYTHONPATH=/tmp/site python3 -c "import importlib.util as u, sys; sys.exit(u.find_spec('needlehaystack') is None or u.find_spec('lm_eval') is None)"; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  touch /tmp/site/.wheels-done
 fi
 for d in .stage/m*; do
   [ -d "$d" ] || continue
