@@ -5,7 +5,10 @@ Per query tile (one program):
           masked per row on ORIGINAL positions (the plan's query_order may permute rows);
   pass 2: the segment's ranked key list, walked in chunks of BLOCK_N gathered keys
           (``K + idx * stride_kn``: K and V never move), online softmax; with tau > 0 the walk stops
-          after the first chunk whose largest per-row share of the softmax mass is below tau.
+          after the first chunk whose stop statistic is below tau for every row: the chunk's share of
+          the row's softmax mass (stop_rule "chunk", the default), or a bound on the mass still unseen,
+          (keys left in the list) x (the chunk's largest per-key mass), over the row's mass so far
+          (stop_rule "tail").
 Layers (STYLE.md): ``_softmax_update`` / ``_attend_key_range`` / ``_walk_list*`` carry the online-softmax
 state; ``_sparse_attention_fwd`` is the kernel; ``sparse_attention`` validates, builds the grid, passes
 strides and derives the statistics.
@@ -46,6 +49,11 @@ DEFAULT_ROWS = 128  # rows of a tile's matrix products (query positions x packed
 DEFAULT_BLOCK_N = {64: 64, 128: 32, 256: 64}
 DEFAULT_STOP_BURST = 4
 CONFIG_ENV = "S2O_EXEC_CONFIG"
+# What ends a tile's walk at tau > 0. "chunk": the newest chunk brought every row < tau of its mass (stops
+# far too early on diffuse rows, where every chunk is a sliver of a large unseen rest). "tail": with keys
+# in descending estimated importance, unseen mass <= keys left x the newest chunk's largest per-key mass;
+# stop once that bound is < tau of every row's mass. Untested on a GPU and unmeasured so far (NOTES.md).
+STOP_RULES = ("chunk", "tail")
 
 
 def default_block_n(head_dim: int) -> int:
@@ -122,12 +130,31 @@ def _walk_list(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, LIST, n_k
 
 
 @triton.jit
+def _stop_progress(l_chunk, l_i, m_i, qk, row_valid, tau, keys_left, TAIL_STOP: tl.constexpr):
+    """The walk goes on while this scalar is >= 0: the largest, over valid rows, of
+    "chunk": l_chunk_i - tau * l_i (the chunk's mass against tau of the row's mass), or
+    "tail" (TAIL_STOP): keys_left * p_max_i - tau * l_i, where p_max_i = exp2(max_j qk_ij - m_i) is the
+    chunk's largest per-key mass and keys_left the keys after this chunk (negative once past the end:
+    clamped to 0). Both under the new maximum m_i and after the chunk (l_i), as the rule defines them.
+    Keys outside the chunk's list slots score -inf, so they never raise p_max.
+    """
+    if TAIL_STOP:
+        p_max = tl.math.exp2(tl.max(qk, 1) - m_i)
+        unseen_bound = tl.maximum(keys_left, 0).to(tl.float32) * p_max
+        return tl.max(tl.where(row_valid, unseen_bound - tau * l_i, -1.0), 0)
+    else:
+        return tl.max(tl.where(row_valid, l_chunk - tau * l_i, -1.0), 0)
+
+
+@triton.jit
 def _walk_list_until_stop(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn, stride_vn, LIST, n_keys,
-                          qk_scale, tau, offs_n, offs_d, BLOCK_N: tl.constexpr, PREFETCH_KV: tl.constexpr):
+                          qk_scale, tau, offs_n, offs_d, BLOCK_N: tl.constexpr, PREFETCH_KV: tl.constexpr,
+                          TAIL_STOP: tl.constexpr):
     """Pass 2 with S2O's stop: after each chunk, go on only while some valid row got >= tau of its mass.
 
     gain_i = l_chunk_i / l_i (both under the new maximum), so "max_i gain_i >= tau" is tested as
-    "max_i (l_chunk_i - tau * l_i) >= 0": no division, one scalar per program. Triton pipelines only
+    "max_i (l_chunk_i - tau * l_i) >= 0": no division, one scalar per program (``_stop_progress``;
+    TAIL_STOP swaps the gain for the tail bound). Triton pipelines only
     for loops, so this while loop prefetches by hand: the next chunk's indices always, and with
     PREFETCH_KV its K/V rows too (loads in flight while this chunk computes; costs registers).
     Returns the state and the number of chunks walked.
@@ -151,7 +178,7 @@ def _walk_list_until_stop(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn
             v = tl.load(V_head + idx[:, None] * stride_vn + offs_d[None, :])
         qk = tl.dot(q, tl.trans(k)) * qk_scale + tl.where(in_list, 0.0, float("-inf"))[None, :]
         acc, l_i, m_i, l_chunk = _softmax_update(acc, l_i, m_i, qk, v)
-        progress = tl.max(tl.where(row_valid, l_chunk - tau * l_i, -1.0), 0)
+        progress = _stop_progress(l_chunk, l_i, m_i, qk, row_valid, tau, n_keys - (walked + 1) * BLOCK_N, TAIL_STOP)
         walked += 1
         go = (walked < n_chunks) & (progress >= 0.0)
         idx = idx_next
@@ -163,7 +190,7 @@ def _walk_list_until_stop(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn
 
 @triton.jit
 def _walk_list_in_bursts(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn, stride_vn, LIST, n_keys, qk_scale,
-                         tau, offs_n, offs_d, BLOCK_N: tl.constexpr, BURST: tl.constexpr):
+                         tau, offs_n, offs_d, BLOCK_N: tl.constexpr, BURST: tl.constexpr, TAIL_STOP: tl.constexpr):
     """Pass 2 with S2O's stop, as a while loop over bursts of BURST chunks, each a pipelined for loop.
 
     Same rule and result as ``_walk_list_until_stop``: once a chunk ends the walk, the rest of its
@@ -185,7 +212,8 @@ def _walk_list_in_bursts(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
             visible = in_list & go
             qk = tl.dot(q, tl.trans(k)) * qk_scale + tl.where(visible, 0.0, float("-inf"))[None, :]
             acc, l_i, m_i, l_chunk = _softmax_update(acc, l_i, m_i, qk, v)
-            progress = tl.max(tl.where(row_valid, l_chunk - tau * l_i, -1.0), 0)
+            progress = _stop_progress(l_chunk, l_i, m_i, qk, row_valid, tau, n_keys - (first + j + 1) * BLOCK_N,
+                                      TAIL_STOP)
             walked += go.to(tl.int32)
             go = go & (progress >= 0.0) & (first + j + 1 < n_chunks)
         first += BURST
@@ -224,6 +252,7 @@ def _sparse_attention_fwd(
     BLOCK_N: tl.constexpr,  # keys per block / chunk
     PREFETCH_KV: tl.constexpr,  # tau > 0 with STOP_BURST == 1: prefetch the next chunk's K/V rows
     STOP_BURST: tl.constexpr,  # tau > 0: chunks per pipelined burst (1: a plain while loop)
+    TAIL_STOP: tl.constexpr,  # tau > 0: stop_rule "tail" (bound the unseen mass) instead of "chunk"
 ):
     # GQA with shared lists packs the G heads' copies of the tile's positions into the rows of one
     # tile (row = head * TILE_POS + slot) rather than looping over heads inside the program: a loop
@@ -298,11 +327,11 @@ def _sparse_attention_fwd(
     if EARLY_STOP and STOP_BURST > 1:
         acc, l_i, m_i, walked = _walk_list_in_bursts(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
                                                      stride_vn, LIST, n_keys, qk_scale, tau, offs_n, offs_d,
-                                                     BLOCK_N, STOP_BURST)
+                                                     BLOCK_N, STOP_BURST, TAIL_STOP)
     elif EARLY_STOP:
         acc, l_i, m_i, walked = _walk_list_until_stop(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
                                                       stride_vn, LIST, n_keys, qk_scale, tau, offs_n, offs_d,
-                                                      BLOCK_N, PREFETCH_KV)
+                                                      BLOCK_N, PREFETCH_KV, TAIL_STOP)
     else:
         acc, l_i, m_i, walked = _walk_list(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, LIST, n_keys,
                                            qk_scale, offs_n, offs_d, BLOCK_N)
@@ -375,7 +404,7 @@ def _fallback_config(args) -> triton.Config:
 
 _sparse_attention_fwd_tuned = triton.autotune(
     configs=_CONFIGS,
-    key=["N_BUCKET", "HEAD_DIM", "GROUP", "HEADS_PER_PROG", "SEGMENT", "EARLY_STOP", "HAS_ORDER",
+    key=["N_BUCKET", "HEAD_DIM", "GROUP", "HEADS_PER_PROG", "SEGMENT", "EARLY_STOP", "TAIL_STOP", "HAS_ORDER",
          "REQ_BLOCK_M", "REQ_BLOCK_N"],
     prune_configs_by={"early_config_prune": _prune_configs},
 )(_sparse_attention_fwd)
@@ -447,7 +476,7 @@ def _pow2(x: int) -> bool:
     return x > 0 and x & (x - 1) == 0
 
 
-def _check_inputs(q: Tensor, k: Tensor, v: Tensor, tau: float) -> None:
+def _check_inputs(q: Tensor, k: Tensor, v: Tensor, tau: float, stop_rule: str) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor) or t.dim() != 4:
             raise ValueError(f"{name} must be a 4-D tensor (batch, heads, seq_len, head_dim)")
@@ -472,6 +501,8 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, tau: float) -> None:
         raise ValueError(f"q_heads ({q_heads}) must be a multiple of kv_heads ({k.shape[1]})")
     if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau >= 0):
         raise ValueError(f"tau must be a finite number >= 0; got {tau!r}")
+    if stop_rule not in STOP_RULES:
+        raise ValueError(f"stop_rule must be one of {', '.join(STOP_RULES)}; got {stop_rule!r}")
 
 
 def _pinned_config(config: ExecConfig | None) -> ExecConfig | None:
@@ -485,20 +516,23 @@ def _pinned_config(config: ExecConfig | None) -> ExecConfig | None:
 
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float = 0.0, scale: float | None = None,
                      block_m: int | None = None, block_n: int | None = None, config: ExecConfig | None = None,
-                     return_stats: bool = False) -> Tensor | tuple[Tensor, ExecStats]:
+                     stop_rule: str = "chunk", return_stats: bool = False) -> Tensor | tuple[Tensor, ExecStats]:
     """Causal attention over ``plan``: exact sinks + own segment, then ranked lists with early stop.
 
     q (batch, q_heads, seq_len, head_dim), k, v (batch, kv_heads, seq_len, head_dim), fp16 or bf16,
-    head_dim 64/128/256. tau: stop a tile's walk after the first chunk bringing every row less than
-    this share of its softmax mass (0: walk whole lists; with lists holding every prefix key that is
-    dense causal attention). scale: softmax scale, default 1/sqrt(head_dim). block_m: query positions
+    head_dim 64/128/256. tau: stop a tile's walk after the first chunk whose stop statistic (see
+    stop_rule) is below this share of every row's softmax mass (0: walk whole lists; with lists
+    holding every prefix key that is dense causal attention). scale: softmax scale, default 1/sqrt(head_dim). block_m: query positions
     per tile (must divide plan.segment; with lists shared by a GQA group a tile holds block_m positions
     of each of the G heads); block_n: keys per chunk. None lets the autotuner choose at tau = 0 and
     takes the defaults (DEFAULT_ROWS rows, DEFAULT_BLOCK_N keys) at tau > 0. config pins a launch
-    (else env S2O_EXEC_CONFIG; the CPU interpreter always pins). Returns the output, shaped and typed
+    (else env S2O_EXEC_CONFIG; the CPU interpreter always pins). stop_rule (tau > 0 only): "chunk"
+    stops after a chunk holding < tau of every row's mass; "tail" after a chunk where (keys left in
+    the list) x (the chunk's largest per-key mass) is < tau of every row's mass, a bound on the unseen
+    rest when lists are in descending importance (see STOP_RULES). Returns the output, shaped and typed
     like q, and with return_stats an ExecStats.
     """
-    _check_inputs(q, k, v, tau)
+    _check_inputs(q, k, v, tau, stop_rule)
     batch, q_heads, n_ctx, head_dim = q.shape
     kv_heads = k.shape[1]
     group = q_heads // kv_heads
@@ -554,7 +588,8 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
             sm_scale, float(tau), n_ctx, plan.segment, plan.sinks, plan.heads,
             triton.next_power_of_2(n_ctx), (block_m or 0) * heads_pp, block_n or 0)
     constants = dict(HEAD_DIM=head_dim, GROUP=group, SHARED=shared, HEADS=heads, HEADS_PER_PROG=heads_pp,
-                     HAS_ORDER=plan.query_order is not None, EARLY_STOP=early_stop)
+                     HAS_ORDER=plan.query_order is not None, EARLY_STOP=early_stop,
+                     TAIL_STOP=early_stop and stop_rule == "tail")
     if pinned is not None or _interpreting():
         used = pinned or ExecConfig(block_m=block_m, block_n=block_n)
         rows = used.block_m * heads_pp

@@ -3,7 +3,7 @@
 ``torch_sparse_attention`` computes what ``sparse_attention`` computes from the same plan, REPLAYING
 the kernel's per-tile chunk counts (``ExecStats.chunks``) instead of re-deciding the stop, so that a
 tile whose gain lands within rounding of tau cannot make the two disagree. ``check_stop_rule``
-then checks those chunk counts against the rule itself. Shapes: q (batch, q_heads, seq_len, head_dim),
+then checks those chunk counts against the rule itself (either stop_rule, executor.STOP_RULES). Shapes: q (batch, q_heads, seq_len, head_dim),
 k, v (batch, kv_heads, seq_len, head_dim). Memory is O(seq_len^2) per head: tests only.
 """
 
@@ -14,6 +14,7 @@ import math
 import torch
 from torch import Tensor
 
+from .executor import STOP_RULES
 from .plan import Plan
 
 
@@ -98,16 +99,20 @@ def torch_sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, chunk
 
 def check_stop_rule(q: Tensor, k: Tensor, v: Tensor, plan: Plan, chunks: Tensor, tau: float, *,
                     scale: float | None = None, block_m: int, block_n: int, rtol: float = 2e-3,
-                    atol: float = 1e-7) -> list[str]:
-    """Recompute each tile's chunk gains in float64 and list every way ``chunks`` breaks the rule.
+                    atol: float = 1e-7, stop_rule: str = "chunk") -> list[str]:
+    """Recompute each tile's per-chunk stop statistic in float64 and list every way ``chunks`` breaks the rule.
 
     A tile's rows are its positions for every query head the program served (the G heads of a kv
-    head when lists are shared). gain_i(c) = mass of chunk c / mass of pass 1 and chunks 0..c for
-    row i. The rule: a tile with a non-empty list walks >= 1 chunk; every chunk before the last walked
-    had max_i gain >= tau; the walk ends at the first chunk with max_i gain < tau or at the list's end
-    (tau = 0: always the end). ``rtol`` / ``atol`` absorb fp rounding of gains near tau. Returns a list
-    of messages, empty when the counts obey the rule.
+    head when lists are shared). The statistic of row i after chunk c, over l_i(c) = mass of pass 1
+    and chunks 0..c: stop_rule "chunk", gain_i(c) = mass of chunk c / l_i(c); stop_rule "tail",
+    bound_i(c) = (keys left in the list after chunk c) x (largest per-key mass in chunk c) / l_i(c).
+    The rule: a tile with a non-empty list walks >= 1 chunk; every chunk before the last walked had
+    max_i statistic >= tau; the walk ends at the first chunk with max_i statistic < tau or at the
+    list's end (tau = 0: always the end). ``rtol`` / ``atol`` absorb fp rounding near tau. Returns a
+    list of messages, empty when the counts obey the rule.
     """
+    _check_rule_name(stop_rule)
+    what = "max gain" if stop_rule == "chunk" else "max tail bound"
     batch, q_heads, n_ctx, head_dim = q.shape
     kv_heads = k.shape[1]
     group = q_heads // kv_heads
@@ -143,23 +148,29 @@ def check_stop_rule(q: Tensor, k: Tensor, v: Tensor, plan: Plan, chunks: Tensor,
                         continue
                     if gains is None:  # (rows of the segment, n_chunks), max over the program's heads
                         gains = _segment_gains(q[b, heads].double(), k[b, kvh].double(), positions[lo:hi], keys,
-                                               plan, seg, n_ctx, scale, block_n)
+                                               plan, seg, n_ctx, scale, block_n, stop_rule)
                     tile_gains = gains[t * block_m - lo: min((t + 1) * block_m, hi) - lo].amax(0).tolist()
                     for c in range(walked_n - 1):
                         if tile_gains[c] < tau * (1 - rtol) - atol:
-                            problems.append(f"{where}: walked on after chunk {c} whose max gain {tile_gains[c]:.3g} "
+                            problems.append(f"{where}: walked on after chunk {c} whose {what} {tile_gains[c]:.3g} "
                                             f"< tau {tau:g}")
                             break
                     last = walked_n - 1
                     if walked_n < n_chunks and tile_gains[last] >= tau * (1 + rtol) + atol:
-                        problems.append(f"{where}: stopped after chunk {last} whose max gain {tile_gains[last]:.3g} "
+                        problems.append(f"{where}: stopped after chunk {last} whose {what} {tile_gains[last]:.3g} "
                                         f">= tau {tau:g}")
     return problems
 
 
+def _check_rule_name(stop_rule: str) -> None:
+    if stop_rule not in STOP_RULES:
+        raise ValueError(f"stop_rule must be one of {', '.join(STOP_RULES)}; got {stop_rule!r}")
+
+
 def _segment_gains(qd: Tensor, kd: Tensor, rows: Tensor, keys: Tensor, plan: Plan, seg: int, n_ctx: int, scale: float,
-                   block_n: int) -> Tensor:
-    """(rows, n_chunks) float64: per row slot the largest gain over ``qd``'s heads, for each chunk of ``keys``."""
+                   block_n: int, stop_rule: str = "chunk") -> Tensor:
+    """(rows, n_chunks) float64: per row slot the largest stop statistic over ``qd``'s heads, for each
+    chunk of ``keys``: the chunk's gain ("chunk") or its tail bound over the mass so far ("tail")."""
     scores = qd[:, rows] @ kd.T * scale  # (heads, rows, N)
     pass1 = _pass1_mask(plan, rows, seg * plan.segment, n_ctx)
     # Masses relative to each row's pass-1 maximum: every denominator is then >= 1 (float64 range).
@@ -169,19 +180,26 @@ def _segment_gains(qd: Tensor, kd: Tensor, rows: Tensor, keys: Tensor, plan: Pla
     n_chunks = -(-keys.numel() // block_n)
     padded = torch.zeros(mass.shape[:2] + (n_chunks * block_n,), dtype=mass.dtype, device=mass.device)
     padded[..., : keys.numel()] = mass[..., keys]
-    chunk_mass = padded.view(*mass.shape[:2], n_chunks, block_n).sum(-1)
-    gains = chunk_mass / (pass1_mass[..., None] + chunk_mass.cumsum(-1))
-    return gains.amax(0)
+    per_chunk = padded.view(*mass.shape[:2], n_chunks, block_n)
+    chunk_mass = per_chunk.sum(-1)
+    seen_mass = pass1_mass[..., None] + chunk_mass.cumsum(-1)
+    if stop_rule == "tail":  # padding slots hold 0, never above a listed key's mass
+        chunk_end = torch.arange(1, n_chunks + 1, dtype=mass.dtype, device=mass.device) * block_n
+        keys_left = (keys.numel() - chunk_end).clamp(min=0)
+        return (keys_left * per_chunk.amax(-1) / seen_mass).amax(0)
+    return (chunk_mass / seen_mass).amax(0)
 
 
 def torch_decide_chunks(q: Tensor, k: Tensor, plan: Plan, tau: float, *, scale: float | None = None,
-                        block_m: int, block_n: int) -> Tensor:
+                        block_m: int, block_n: int, stop_rule: str = "chunk") -> Tensor:
     """The executor's stopping decisions made in PyTorch (float64): int32 ``(batch, q_heads, n_tiles)``.
 
     With ``torch_sparse_attention(..., chunks=...)`` this is the whole S2O function on machines with
     no GPU (correct, slow: O(seq_len^2) memory per head). Tiles of one shared list decide together,
-    as the executor's programs do: a chunk's gain is the max over every row of every head they serve.
+    as the executor's programs do: a chunk's statistic (gain or tail bound, by ``stop_rule``, as in
+    ``check_stop_rule``) is the max over every row of every head they serve.
     """
+    _check_rule_name(stop_rule)
     batch, q_heads, n_ctx, head_dim = q.shape
     kv_heads = k.shape[1]
     group = q_heads // kv_heads
@@ -201,7 +219,7 @@ def torch_decide_chunks(q: Tensor, k: Tensor, plan: Plan, tau: float, *, scale: 
                 if n_chunks == 0 or lo >= hi:
                     continue
                 gains = _segment_gains(q[b, heads].double(), k[b, kvh].double(), positions[lo:hi], keys, plan,
-                                       seg, n_ctx, scale, block_n)
+                                       seg, n_ctx, scale, block_n, stop_rule)
                 for t in range(lo // block_m, -(-hi // block_m)):
                     tile = gains[t * block_m - lo: min((t + 1) * block_m, hi) - lo].amax(0)
                     below = (tile < tau).nonzero()

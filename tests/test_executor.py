@@ -22,6 +22,7 @@ from s2o_kernels import (  # noqa: E402
     check_stop_rule,
     dense_plan,
     sparse_attention,
+    torch_decide_chunks,
     torch_dense_causal,
     torch_sparse_attention,
 )
@@ -127,9 +128,9 @@ def full_chunks(plan: Plan, q_heads: int, kv_heads: int, n_ctx: int, block_m: in
     return (plan.list_len.cpu().long()[:, plan_head][:, :, tile_seg] + block_n - 1) // block_n
 
 
-def run(q, k, v, plan, tau, block_m, block_n, **kwargs):
+def run(q, k, v, plan, tau, block_m, block_n, stop_rule="chunk", **kwargs):
     return sparse_attention(q, k, v, plan, tau=tau, config=ExecConfig(block_m=block_m, block_n=block_n, **kwargs),
-                            return_stats=True)
+                            stop_rule=stop_rule, return_stats=True)
 
 
 def assert_close(actual, expected, dtype):
@@ -231,6 +232,37 @@ def test_early_stop_obeys_rule_and_matches_replay(q_heads, kv_heads, head_dim, p
     assert stats.density == pytest.approx(pairs.double().sum().item() / (batch * q_heads * stats.causal_pairs))
 
 
+@pytest.mark.parametrize("q_heads,kv_heads,head_dim,per_head,block_m,block_n,launch", [
+    pytest.param(4, 1, 64, False, 8, 16, {"stop_burst": 1, "prefetch_kv": True}, id="gqa4-shared-prefetch"),
+    pytest.param(2, 2, 128, True, 16, 16, {"stop_burst": 4}, id="mha-per-head-d128-burst4"),
+    pytest.param(6, 2, 64, False, 8, 32, {"stop_burst": 2}, id="gqa3pad-shared-burst2"),
+])
+def test_tail_stop_obeys_rule_and_matches_replay(q_heads, kv_heads, head_dim, per_head, block_m, block_n, launch):
+    # N = 200: a ragged last tile; lists of 60/124/188 keys: a ragged last chunk. heavy = 8 concentrates
+    # attention enough that the tail bound (keys left x a chunk's largest mass) falls below tau early.
+    batch, n_ctx, segment, sinks, tau = 1, 200, 64, 4, 0.05
+    q, k, v = make_qkv(400 + q_heads, batch, q_heads, kv_heads, n_ctx, head_dim, heavy=8.0)
+    plan = build_plan(q, k, segment, sinks, seed=3, per_head=per_head, rank="guide", permute_queries=True)
+    out, stats = run(q, k, v, plan, tau, block_m, block_n, stop_rule="tail", **launch)
+
+    full = full_chunks(plan, q_heads, kv_heads, n_ctx, block_m, block_n)
+    chunks = stats.chunks.cpu().long()
+    assert (chunks <= full).all() and (chunks[full > 0] >= 1).all()
+    assert (chunks < full).any(), "no tile stopped early: the test would not exercise the tail stop"
+    assert check_stop_rule(q, k, v, plan, stats.chunks, tau, block_m=block_m, block_n=block_n, stop_rule="tail") == []
+    # The checker can fail: walking every list breaks "stop at the first chunk with a small tail bound".
+    walked_all = full.to(stats.chunks)
+    assert check_stop_rule(q, k, v, plan, walked_all, tau, block_m=block_m, block_n=block_n, stop_rule="tail")
+    decided = torch_decide_chunks(q, k, plan, tau, block_m=block_m, block_n=block_n, stop_rule="tail")
+    # The no-GPU path decides in float64: on these fixed inputs no bound lies within fp32 rounding of tau.
+    assert torch.equal(decided, stats.chunks.cpu())
+    expected = torch_sparse_attention(q, k, v, plan, chunks=stats.chunks, block_m=block_m, block_n=block_n)
+    assert_close(out, expected, q.dtype)
+    pairs = count_pairs(plan, chunks, q_heads, kv_heads, n_ctx, block_m, block_n)
+    assert torch.equal(stats.computed_pairs.cpu(), pairs)
+    assert stats.density < 1.0
+
+
 def test_stop_rule_check_catches_wrong_counts():
     q, k, v = make_qkv(9, 1, 2, 1, 128, 64, heavy=4.0)
     plan = build_plan(q, k, 32, 0, seed=1, rank="guide")
@@ -247,9 +279,11 @@ def test_tau_zero_walks_everything_and_large_tau_stops_after_one_chunk():
     q, k, v = make_qkv(17, 1, 2, 2, 96, 64)
     plan = build_plan(q, k, 32, 0, seed=2, per_head=True)
     _, walk_all = run(q, k, v, plan, 0.0, 16, 16)
+    _, walk_all_tail = run(q, k, v, plan, 0.0, 16, 16, stop_rule="tail")
     _, stop_soon = run(q, k, v, plan, 1.5, 16, 16)  # gains never reach 1.5: every walk stops at once
     full = full_chunks(plan, 2, 2, 96, 16, 16)
     assert torch.equal(walk_all.chunks.cpu().long(), full)
+    assert torch.equal(walk_all_tail.chunks.cpu().long(), full)  # tau 0 never stops, whatever the rule
     assert torch.equal(stop_soon.chunks.cpu().long(), full.clamp(max=1))
 
 
@@ -292,6 +326,11 @@ def test_executor_rejects_bad_inputs():
         sparse_attention(q[:, :3], k, v, plan, config=cfg)
     with pytest.raises(ValueError, match="tau"):
         sparse_attention(q, k, v, plan, tau=-0.1, config=cfg)
+    with pytest.raises(ValueError, match="stop_rule must be one of chunk, tail"):
+        sparse_attention(q, k, v, plan, tau=0.1, config=cfg, stop_rule="unseen")
+    with pytest.raises(ValueError, match="stop_rule"):
+        check_stop_rule(q, k, v, plan, torch.zeros(1, 4, 4, dtype=torch.int32), 0.1, block_m=16, block_n=16,
+                        stop_rule="unseen")
     with pytest.raises(ValueError, match="block_m"):
         sparse_attention(q, k, v, plan, config=ExecConfig(block_m=64, block_n=16))  # 64 does not divide 32
     with pytest.raises(ValueError, match="plan has 3 heads"):

@@ -51,6 +51,34 @@ def test_stopping_trades_density_for_bounded_error(name, args):
     assert previous_density < 0.9  # concentrated attention lets tiles stop early
 
 
+def test_tail_rule_keeps_diffuse_attention_accurate_where_chunk_rule_fails():
+    # Near-uniform rows (Gaussian q at half scale): each 16-key chunk holds ~16/seen of a row's mass, so
+    # at tau 0.01 the "chunk" rule stops after ~1600 keys of 4096 and drops the rest; the "tail" rule
+    # bounds the unseen rest by keys left x the chunk's largest mass and keeps walking.
+    q, k, v = _inputs(4096, 2, 1, 64, seed=5)
+    q = q * 0.5
+    ref = torch_dense_causal(q, k, v)
+    error, density = {}, {}
+    for rule in ("chunk", "tail"):
+        stats = AttentionStats()
+        method = create("s2o", {"segment": "256", "sinks": "4", "block_n": "16", "tau": "0.01", "stop_rule": rule})
+        out = method.prefill(q, k, v, scale=64 ** -0.5, stats=stats)
+        error[rule], density[rule] = float((out - ref).norm() / ref.norm()), stats.density
+    assert error["chunk"] > 0.05 and density["chunk"] < 0.95, (error, density)
+    assert error["tail"] < 0.05 and density["tail"] > density["chunk"], (error, density)
+
+
+@pytest.mark.parametrize("name,args", [("s2o", {"segment": "64", "sinks": "4", "block_n": "16"}),
+                                       ("token_oracle", {"block_m": "32", "sinks": "4", "block_n": "16"})])
+def test_tail_rule_still_stops_early_on_concentrated_attention(name, args):
+    q, k, v = _inputs(256, 4, 1, 64, seed=3, peaky=True)
+    ref = torch_dense_causal(q, k, v)
+    stats = AttentionStats()
+    out = create(name, dict(args, tau="0.01", stop_rule="tail")).prefill(q, k, v, scale=64 ** -0.5, stats=stats)
+    assert stats.density < 0.9
+    assert float((out - ref).norm() / ref.norm()) < 0.05
+
+
 def test_sparse_methods_are_registered_with_typed_parameters():
     method = create("s2o", {"tau": "0.01", "segment": "512", "query_permute": "yes"})
     assert isinstance(method, SparseMethod) and method.sparse
@@ -62,3 +90,11 @@ def test_sparse_methods_are_registered_with_typed_parameters():
     with pytest.raises(UserError, match="not a valid float"):
         create("s2o", {"tau": "high"})
     assert create("token_oracle").params()["block_m"] == 128
+    assert create("s2o").stop_rule == "chunk" and create("token_oracle", {"stop_rule": "tail"}).stop_rule == "tail"
+    for name in ("s2o", "token_oracle"):
+        with pytest.raises(UserError, match="stop_rule must be one of chunk, tail"):
+            create(name, {"stop_rule": "unseen"})
+    from s2o_eval.methods.s2o import STOP_RULES
+    from s2o_kernels.executor import STOP_RULES as EXECUTOR_STOP_RULES
+
+    assert STOP_RULES == EXECUTOR_STOP_RULES  # the methods validate against a copy (no triton import)

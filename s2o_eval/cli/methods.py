@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..methods import METHODS, resolve_dense
@@ -20,5 +21,10 @@ def command() -> None:
         method = cls()
         reason = method.unavailable_reason()
         params = ", ".join(f"{f.name}={getattr(method, f.name)}" for f in dataclasses.fields(cls)) or "-"
-        table.add_row(name, "[green]yes[/]" if reason is None else f"[red]no[/]: {reason}", params, cls.summary)
+        note = getattr(method, "fallback_note", lambda: None)()
+        if reason is not None:
+            available = f"[red]no[/]: {escape(reason)}"
+        else:
+            available = "[green]yes[/]" + (" (PyTorch reference here: correct, slow)" if note else "")
+        table.add_row(name, available, escape(params), escape(cls.summary))
     Console().print(table)

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..suites import SUITES
@@ -25,5 +26,5 @@ def command(data_dir: DataDirOpt = None,
         for short in suite_obj.short_names():
             status = suite_obj.data_status(short, data_dir)
             table.add_row(suite_obj.cli_name, short, suite_obj.lm_eval_name(short),
-                          "[green]ready[/]" if status is None else f"[yellow]missing[/]: {status}")
+                          "[green]ready[/]" if status is None else f"[yellow]missing[/]: {escape(status)}")
     Console().print(table)

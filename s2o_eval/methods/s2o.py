@@ -10,6 +10,13 @@ import torch
 from .base import AttentionStats, SparseMethod
 
 GUIDES = ("mean", "head_mean", "head_mix")
+STOP_RULES = ("chunk", "tail")  # kernels/executor.py STOP_RULES (not imported here: that loads triton)
+
+
+def check_stop_rule_name(stop_rule: str) -> None:
+    """Reject a stop_rule the executor does not know (a user's typo in --method-args)."""
+    if stop_rule not in STOP_RULES:
+        raise ValueError(f"stop_rule must be one of {', '.join(STOP_RULES)}; got {stop_rule!r}")
 
 
 def record_stats(stats: AttentionStats | None, exec_stats) -> None:
@@ -33,17 +40,20 @@ def tile_positions(q_heads: int, kv_heads: int, block_m: int, segment: int) -> i
 
 
 def execute_plan(q, k, v, plan, *, tau: float, scale: float, block_m: int, block_n: int,
-                 stats: AttentionStats | None = None) -> torch.Tensor:
-    """The shared index-guided executor on any plan: Triton on the GPU, its PyTorch twin elsewhere."""
+                 stats: AttentionStats | None = None, stop_rule: str = "chunk") -> torch.Tensor:
+    """The shared index-guided executor on any plan: Triton on the GPU, its PyTorch twin elsewhere.
+
+    stop_rule: "chunk" or "tail", which test ends a tile's walk at tau > 0 (executor.STOP_RULES)."""
     from s2o_kernels import sparse_attention, torch_decide_chunks, torch_sparse_attention
     from s2o_kernels.executor import default_block_n, stats_from_chunks
 
     if q.is_cuda:
         out, exec_stats = sparse_attention(q, k, v, plan, tau=tau, scale=scale, block_m=block_m,
-                                           block_n=block_n or None, return_stats=True)
+                                           block_n=block_n or None, stop_rule=stop_rule, return_stats=True)
     else:  # no GPU: the same function through the PyTorch reference (correct, slow)
         block_n = block_n or default_block_n(q.shape[-1])
-        chunks = torch_decide_chunks(q, k, plan, tau, scale=scale, block_m=block_m, block_n=block_n)
+        chunks = torch_decide_chunks(q, k, plan, tau, scale=scale, block_m=block_m, block_n=block_n,
+                                     stop_rule=stop_rule)
         out = torch_sparse_attention(q, k, v, plan, chunks=chunks, scale=scale, block_m=block_m,
                                      block_n=block_n).to(q.dtype)
         exec_stats = stats_from_chunks(chunks, plan, q.shape[2], q.shape[1] // k.shape[1], block_m=block_m,
@@ -68,6 +78,9 @@ class S2O(SparseMethod):
     block_n (0 = executor default): keys per chunk, the stopping rule's granularity.
     guide ("mean"): how a segment's guide scores keys (kernels/planner.py GUIDES).
     query_permute (False): order queries within a segment by their agreement with the guide.
+    stop_rule ("chunk"): what tau is compared with after each chunk: "chunk", the chunk's share of
+        each row's mass; "tail", (keys left) x (the chunk's largest per-key mass) over each row's mass,
+        a bound on the unseen rest that keeps diffuse rows walking (untested on a GPU so far).
     """
 
     name = "s2o"
@@ -80,6 +93,7 @@ class S2O(SparseMethod):
     block_n: int = 0
     guide: str = "mean"
     query_permute: bool = False
+    stop_rule: str = "chunk"
 
     def __post_init__(self):
         if self.tau < 0:
@@ -90,6 +104,7 @@ class S2O(SparseMethod):
             raise ValueError(f"block_m {self.block_m} must divide segment {self.segment}")
         if self.guide not in GUIDES:
             raise ValueError(f"guide must be one of {', '.join(GUIDES)}; got {self.guide!r}")
+        check_stop_rule_name(self.stop_rule)
 
     def _tile(self, q, k) -> int:
         return tile_positions(q.shape[1], k.shape[1], self.block_m, self.segment)
@@ -103,4 +118,4 @@ class S2O(SparseMethod):
 
     def execute(self, q, k, v, plan, *, scale, stats: AttentionStats | None = None):
         return execute_plan(q, k, v, plan, tau=self.tau, scale=scale, block_m=self._tile(q, k),
-                            block_n=self.block_n, stats=stats)
+                            block_n=self.block_n, stats=stats, stop_rule=self.stop_rule)

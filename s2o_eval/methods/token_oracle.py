@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import AttentionStats, SparseMethod
-from .s2o import execute_plan
+from .s2o import check_stop_rule_name, execute_plan
 
 
 @dataclass
@@ -19,6 +19,7 @@ class TokenOracle(SparseMethod):
     block_m (128): query positions per tile; each tile gets its own list.
     block_n (0 = executor default): keys per chunk.
     sinks (64): first keys always computed exactly.
+    stop_rule ("chunk"): S2O's stop test, "chunk" or "tail" (see S2O).
     """
 
     name = "token_oracle"
@@ -28,10 +29,12 @@ class TokenOracle(SparseMethod):
     block_m: int = 128
     block_n: int = 0
     sinks: int = 64
+    stop_rule: str = "chunk"
 
     def __post_init__(self):
         if self.tau < 0 or self.block_m < 1 or self.block_n < 0 or self.sinks < 0:
             raise ValueError("tau, block_n, sinks must be >= 0 and block_m >= 1")
+        check_stop_rule_name(self.stop_rule)
 
     def plan(self, q, k, *, scale):
         from s2o_kernels import token_oracle_plan
@@ -40,4 +43,4 @@ class TokenOracle(SparseMethod):
 
     def execute(self, q, k, v, plan, *, scale, stats: AttentionStats | None = None):
         return execute_plan(q, k, v, plan, tau=self.tau, scale=scale, block_m=self.block_m, block_n=self.block_n,
-                            stats=stats)
+                            stats=stats, stop_rule=self.stop_rule)

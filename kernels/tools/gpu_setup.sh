@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the lent GPU machine (offline, Python 3.12): install the carried wheels and this checkout into
-# /tmp/site (kept while the machine stays warm). Source it: `. tools/gpu/setup.sh`.
+# /tmp/site (kept while the machine stays warm). Source it: `. kernels/tools/gpu_setup.sh`.
 # Model chunks travel one folder a call (.stage/m0 .. m4, each < 60 MiB); install whichever came.
 set -e
 mkdir -p /tmp/site
