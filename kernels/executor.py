@@ -522,15 +522,16 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
     q (batch, q_heads, seq_len, head_dim), k, v (batch, kv_heads, seq_len, head_dim), fp16 or bf16,
     head_dim 64/128/256. tau: stop a tile's walk after the first chunk whose stop statistic (see
     stop_rule) is below this share of every row's softmax mass (0: walk whole lists; with lists
-    holding every prefix key that is dense causal attention). scale: softmax scale, default 1/sqrt(head_dim). block_m: query positions
-    per tile (must divide plan.segment; with lists shared by a GQA group a tile holds block_m positions
-    of each of the G heads); block_n: keys per chunk. None lets the autotuner choose at tau = 0 and
-    takes the defaults (DEFAULT_ROWS rows, DEFAULT_BLOCK_N keys) at tau > 0. config pins a launch
-    (else env S2O_EXEC_CONFIG; the CPU interpreter always pins). stop_rule (tau > 0 only): "chunk"
-    stops after a chunk holding < tau of every row's mass; "tail" after a chunk where (keys left in
-    the list) x (the chunk's largest per-key mass) is < tau of every row's mass, a bound on the unseen
-    rest when lists are in descending importance (see STOP_RULES). Returns the output, shaped and typed
-    like q, and with return_stats an ExecStats.
+    holding every prefix key that is dense causal attention). scale: softmax scale, default
+    1/sqrt(head_dim). block_m: query positions per tile (must divide plan.segment; with lists shared
+    by a GQA group a tile holds block_m positions of each of the G heads); block_n: keys per chunk.
+    None lets the autotuner choose at tau = 0 and takes the defaults (DEFAULT_ROWS rows,
+    DEFAULT_BLOCK_N keys) at tau > 0. config pins a launch (else env S2O_EXEC_CONFIG; the CPU
+    interpreter always pins). stop_rule (tau > 0 only): "chunk" stops after a chunk holding < tau of
+    every row's mass; "tail" after a chunk where (keys left in the list) x (the chunk's largest
+    per-key mass) is < tau of every row's mass, a bound on the unseen rest when lists are in
+    descending importance (see STOP_RULES). Returns the output, shaped and typed like q, and with
+    return_stats an ExecStats.
     """
     _check_inputs(q, k, v, tau, stop_rule)
     batch, q_heads, n_ctx, head_dim = q.shape

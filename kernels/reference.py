@@ -3,8 +3,9 @@
 ``torch_sparse_attention`` computes what ``sparse_attention`` computes from the same plan, REPLAYING
 the kernel's per-tile chunk counts (``ExecStats.chunks``) instead of re-deciding the stop, so that a
 tile whose gain lands within rounding of tau cannot make the two disagree. ``check_stop_rule``
-then checks those chunk counts against the rule itself (either stop_rule, executor.STOP_RULES). Shapes: q (batch, q_heads, seq_len, head_dim),
-k, v (batch, kv_heads, seq_len, head_dim). Memory is O(seq_len^2) per head: tests only.
+then checks those chunk counts against the rule itself (either stop_rule, executor.STOP_RULES).
+Shapes: q (batch, q_heads, seq_len, head_dim), k, v (batch, kv_heads, seq_len, head_dim). Memory is
+O(seq_len^2) per head: tests only.
 """
 
 from __future__ import annotations

@@ -205,10 +205,6 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
                    loaded=None, progress: bool = True,
                    on_error: Callable[[str], None] | None = None) -> list[RunOutcome]:
     """Run (or resume) the requested evaluation; one outcome per method configuration."""
-    from lm_eval.evaluator import evaluate
-    from lm_eval.tasks import TaskManager, get_task_dict
-    from s2o_tasks import TASKS_DIR
-
     from .lm import S2OEvalLM
     from .models import load_model
 
@@ -223,8 +219,7 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
             raise UserError(f"method '{method.name}' is not available here: {reason}")
         note = getattr(method, "fallback_note", lambda: None)()
         if note:
-            report_note = f"note: {note}"
-            print(report_note, file=sys.stderr)
+            print(f"Note: {note}", file=sys.stderr)
 
     if loaded is None:
         device = request.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -246,21 +241,25 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
         lm = S2OEvalLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, method=method,
                        max_length=max(max(request.ctx), loaded.max_window), batch_size=1,
                        device=str(loaded.model.device))
-        skipped = _evaluate_into(run_dir, lm, refs, request, loaded, use_template, overhead,
-                                 evaluate, TaskManager, get_task_dict, TASKS_DIR, report, progress)
+        skipped = _evaluate_into(run_dir, lm, refs, request, loaded, use_template, overhead, report, progress)
         outcomes.append(RunOutcome(run_dir, run_dir.write_summary(), skipped))
     return outcomes
 
 
-def _evaluate_into(run_dir, lm, refs, request, loaded, use_template, overhead, evaluate, TaskManager,
-                   get_task_dict, tasks_dir, report, progress) -> list[str]:
+def _evaluate_into(run_dir: RunDir, lm, refs: list[TaskRef], request: RunRequest, loaded, use_template: bool,
+                   overhead: int, report: Callable[[str], None], progress: bool) -> list[str]:
+    """Every (ctx, task, sample) of the request not yet in the run directory, one lm-eval call each."""
+    from lm_eval.evaluator import evaluate
+    from lm_eval.tasks import TaskManager, get_task_dict
+    from s2o_tasks import TASKS_DIR
+
     done = run_dir.done_keys()
     skipped: list[str] = []
-    plans: list[tuple[int, TaskRef, dict, list[int]]] = []
+    plans: list[tuple[int, TaskRef, dict, list[tuple[int, int]]]] = []  # (ctx, task, tasks, [(position, index)])
     for ctx in request.ctx:
         metadata = {"tokenizer": loaded.tokenizer_path, "max_seq_length": ctx, "num_samples": request.limit,
                     "seed": request.seed, "data_dir": request.data_dir, "template_overhead": overhead}
-        manager = TaskManager(include_path=str(tasks_dir), include_defaults=False, metadata=metadata)
+        manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=metadata)
         for ref in refs:
             try:
                 task_dict = get_task_dict([ref.lm_eval_name], manager)
