@@ -17,24 +17,10 @@ import torch
 from torch import Tensor
 
 from .plan import Plan
+from .planner import validate_layout
 
 # Score elements held at once per block of rows (fp32): bounds memory at long contexts.
 _ROW_BLOCK_ELEMENTS = 1 << 26
-
-
-def _validate(q: Tensor, k: Tensor, segment: int, sinks: int, block_m: int) -> None:
-    if not isinstance(q, Tensor) or not isinstance(k, Tensor) or q.dim() != 4 or k.dim() != 4:
-        raise ValueError("q and k must be 4-D tensors (batch, heads, seq_len, head_dim)")
-    if q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2] or q.shape[3] != k.shape[3]:
-        raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} must agree on batch, seq_len and head_dim")
-    if q.shape[1] % k.shape[1] != 0:
-        raise ValueError(f"q_heads ({q.shape[1]}) must be a multiple of kv_heads ({k.shape[1]})")
-    if q.shape[2] < 1:
-        raise ValueError("seq_len must be >= 1")
-    if block_m < 1 or segment < 1 or segment % block_m != 0:
-        raise ValueError(f"segment ({segment}) must be a positive multiple of block_m ({block_m})")
-    if sinks < 0:
-        raise ValueError(f"sinks must be >= 0; got {sinks}")
 
 
 def segment_key_mass(q_head: Tensor, k_head: Tensor, segment: int, scale: float) -> Tensor:
@@ -73,7 +59,7 @@ def token_oracle_plan(q: Tensor, k: Tensor, *, segment: int, sinks: int, block_m
         through to the plan (the mass of a segment does not depend on the order of its queries).
     Returns a ``Plan`` with H_plan = q_heads; ties keep ascending key position.
     """
-    _validate(q, k, segment, sinks, block_m)
+    validate_layout(q, k, segment, sinks, block_m)
     batch, q_heads, n_ctx, dim = q.shape
     group = q_heads // k.shape[1]
     scale = dim ** -0.5 if scale is None else scale

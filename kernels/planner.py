@@ -60,7 +60,8 @@ GUIDES = ("mean", "head_mean", "head_mix")
 # Shared by both implementations: validation, list layout, guides, query order.
 # ----------------------------------------------------------------------------------------------
 
-def _validate(q: Tensor, k: Tensor, segment: int, sinks: int, block_m: int, guide: str, n_buckets: int) -> None:
+def validate_layout(q: Tensor, k: Tensor, segment: int, sinks: int, block_m: int) -> None:
+    """The checks every planner makes of its inputs and list layout (ValueError with what is wrong)."""
     if not isinstance(q, Tensor) or not isinstance(k, Tensor) or q.dim() != 4 or k.dim() != 4:
         raise ValueError("q and k must be 4-D tensors (batch, heads, seq_len, head_dim)")
     if q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2] or q.shape[3] != k.shape[3]:
@@ -75,6 +76,10 @@ def _validate(q: Tensor, k: Tensor, segment: int, sinks: int, block_m: int, guid
         raise ValueError(f"segment ({segment}) must be a positive multiple of block_m ({block_m})")
     if sinks < 0:
         raise ValueError(f"sinks must be >= 0; got {sinks}")
+
+
+def _validate(q: Tensor, k: Tensor, segment: int, sinks: int, block_m: int, guide: str, n_buckets: int) -> None:
+    validate_layout(q, k, segment, sinks, block_m)
     if guide not in GUIDES:
         raise ValueError(f"guide must be one of {GUIDES}; got {guide!r}")
     if n_buckets < 2 or n_buckets & (n_buckets - 1):
