@@ -13,10 +13,15 @@ from .base import AttentionMethod, AttentionStats, SparseMethod
 from .dense import DENSE_PREFERENCE, FA2, FA3, SDPA, CuDNN, Eager
 from .s2o import S2O
 from .token_oracle import TokenOracle
+from .block_oracle import BlockOracle
+from .xattention import XAttention
+from .pbs import PBS
+from .flexprefill import FlexPrefill
+from .minference import MInference
 
 METHODS: dict[str, type[AttentionMethod]] = {
     cls.name: cls
-    for cls in (FA2, CuDNN, FA3, SDPA, Eager, S2O, TokenOracle)
+    for cls in (FA2, CuDNN, FA3, SDPA, Eager, S2O, TokenOracle, FlexPrefill, MInference, BlockOracle, XAttention, PBS)
 }
 
 
