@@ -1,4 +1,5 @@
-"""The bench report in markdown: one table per workload x ctx, then speed at matched error.
+"""The bench report in markdown: one table per workload x ctx (with its Pareto plots), then speed at matched
+error, error at matched density, and S2O against the best non-oracle peer.
 
 Reads only records (the JSON's content), so a report can be rebuilt from a stored file.
 """
@@ -9,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..suites import ctx_label
-from .records import BASELINES, matched_error_rows, measured
+from .pareto import DENSITY_TARGETS, error_at_density_rows, s2o_vs_peers
+from .records import BASELINES, ERROR_TARGETS, matched_error_rows, measured
 
 BASELINE_LABELS = {"fa2": "FA2", "cudnn": "cuDNN", "fa3": "FA3"}
 
@@ -39,7 +41,7 @@ def _groups(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
     return groups
 
 
-def _group_table(members: list[dict[str, Any]]) -> list[str]:
+def _group_table(members: list[dict[str, Any]], plots: dict[str, str] | None = None) -> list[str]:
     first = members[0]
     shape = first["shape"]
     lines = [f"## {first['workload']} · {ctx_label(first['ctx'])} tokens", "",
@@ -68,6 +70,8 @@ def _group_table(members: list[dict[str, Any]]) -> list[str]:
         lines += ["", "Skipped: " + "; ".join(seen) + "."]
     if notes:
         lines += ["", "Notes: " + "; ".join(notes) + "."]
+    if plots:
+        lines += ["", f"![error vs density]({plots['error-density']}) ![time vs error]({plots['time-error']})"]
     return lines + [""]
 
 
@@ -95,8 +99,53 @@ def _matched_table(records: list[dict[str, Any]]) -> list[str]:
     return lines + [""]
 
 
-def render_markdown(records: list[dict[str, Any]]) -> str:
-    """The whole report as markdown text."""
+def _matched_density_table(records: list[dict[str, Any]]) -> list[str]:
+    rows = error_at_density_rows(records)
+    if not rows:
+        return []
+    lines = ["## Error at matched density", "",
+             "For each sparse method: rel L2 interpolated linearly on its (rel L2, density) Pareto front at the "
+             "target density; \"not reached\" outside the densities its sweep produced. \"vs s2o\" = the "
+             "method's error / S2O's error at that density.", "",
+             "| workload | ctx | density | method | rel L2 | vs s2o |", "|" + "---|" * 6]
+    for row in rows:
+        if row["rel_l2"] is None:
+            low, high = row["density_range"]
+            error = f"not reached (sweep: {low:.3f} to {high:.3f})"
+        else:
+            error = f"{row['rel_l2']:.2e}"
+        vs = "-" if row["vs_s2o"] is None else f"{row['vs_s2o']:.2f}x"
+        lines.append(f"| {row['workload']} | {ctx_label(row['ctx'])} | {row['density']:.2f} | {row['method']} | "
+                     f"{error} | {vs} |")
+    return lines + [""]
+
+
+def _peer_table(records: list[dict[str, Any]]) -> list[str]:
+    rows = s2o_vs_peers(records, ERROR_TARGETS, DENSITY_TARGETS)
+    if not rows:
+        return []
+    lines = ["## S2O vs the best non-oracle peer", "",
+             "At each matched rel L2: densities on each method's (rel L2, density) Pareto front, \"x lower "
+             "density\" = the best peer's density / S2O's. At each matched density: errors, \"x lower error\" "
+             "= the best peer's error / S2O's. The best peer is the non-oracle sparse method with the lowest "
+             "value that reaches the level; \"-\" where S2O or every peer does not reach it.", "",
+             "| workload | ctx | matched | S2O | best peer | peer | S2O's advantage |", "|" + "---|" * 7]
+    for row in rows:
+        if row["matched"] == "error":
+            level, value_spec, unit = f"rel L2 {row['target']:.0%}", ".3f", "x lower density"
+        else:
+            level, value_spec, unit = f"density {row['target']:.2f}", ".2e", "x lower error"
+        s2o = "not reached" if row["s2o"] is None else format(row["s2o"], value_spec)
+        peer = "-" if row["peer_value"] is None else format(row["peer_value"], value_spec)
+        lower = "-" if row["lower"] is None else f"{row['lower']:.2f}{unit}"
+        lines.append(f"| {row['workload']} | {ctx_label(row['ctx'])} | {level} | {s2o} | {row['peer'] or 'none'} | "
+                     f"{peer} | {lower} |")
+    return lines + [""]
+
+
+def render_markdown(records: list[dict[str, Any]], plots: dict[tuple, dict[str, str]] | None = None) -> str:
+    """The whole report as markdown text; ``plots``: (workload, ctx) -> {kind: file} of ``write_plots``,
+    linked under each group's table."""
     if not records:
         return "# Attention operator bench\n\nNo records.\n"
     first = records[0]
@@ -113,15 +162,31 @@ def render_markdown(records: list[dict[str, Any]]) -> str:
     if any(r["workload_kind"] == "random" for r in records):
         lines += ["> Random inputs give near-uniform attention, the worst case for sparse methods: their "
                   "tables show overhead, never speedup.", ""]
-    for members in _groups(records).values():
-        lines += _group_table(members)
+    for key, members in _groups(records).items():
+        lines += _group_table(members, (plots or {}).get(key))
     lines += _matched_table(records)
+    lines += _matched_density_table(records)
+    lines += _peer_table(records)
     return "\n".join(lines)
 
 
 def write_markdown(path: Path, records: list[dict[str, Any]]) -> Path:
+    """Write the report to ``path`` and its Pareto PNGs beside it (``<stem>-<workload>-<ctx>-<kind>.png``)."""
+    from .plots import write_plots  # matplotlib loads only when a report is written
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_markdown(records))
+    plots = write_plots(records, path.parent, path.stem)
+    path.write_text(render_markdown(records, plots))
     return path
+
+
+def render_report(json_path: Path, out_dir: Path | None = None) -> Path:
+    """Rebuild the markdown and plots of a stored ``<name>.json`` without re-running the bench; they go
+    to ``out_dir`` (default: beside the JSON). Returns the markdown's path."""
+    from .records import read_records
+
+    json_path = Path(json_path)
+    records = read_records(json_path)
+    return write_markdown(Path(out_dir or json_path.parent) / f"{json_path.stem}.md", records)
 

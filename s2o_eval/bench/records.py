@@ -113,3 +113,20 @@ def write_records(path: Path, records: list[dict[str, Any]]) -> Path:
     partial.write_text(json.dumps(_plain(records), indent=1) + "\n")
     os.replace(partial, path)
     return path
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a stored bench JSON (``write_records``), checked to be a list of records."""
+    from ..errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: pass a bench JSON, e.g. reports/bench/<name>.json")
+    try:
+        records = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise UserError(f"{path} is not JSON: pass a file written by `s2o-eval bench`") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "workload" in r and "method" in r
+                                                for r in records):
+        raise UserError(f"{path} holds no bench records: pass a file written by `s2o-eval bench`")
+    return records

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..bench.markdown import fmt_args, fmt_ms, fmt_num, fmt_speedup
+from ..bench.markdown import fmt_args, fmt_ms, fmt_num, fmt_speedup, render_report
 from ..bench.records import BASELINES, measured
 from ..bench.runner import BenchRequest, parse_scoped_method_args, parse_sweeps, run_bench
 from ..suites import ctx_label, parse_ctx
@@ -23,7 +23,8 @@ COMMAND_KWARGS = {
               "  s2o-eval bench --workload llama8b-random --ctx 32k,128k --methods fa2,cudnn,fa3,s2o\n\n"
               "  s2o-eval bench --workload captures/gemma-3-270m-128k.pt --ctx 32k,128k --allow-beyond-window "
               "--methods fa2,cudnn,fa3,s2o,token_oracle --sweep s2o:tau=0.01,0.003,0.001 "
-              "--sweep token_oracle:tau=0.01,0.003,0.001 --name gemma-h100",
+              "--sweep token_oracle:tau=0.01,0.003,0.001 --name gemma-h100\n\n"
+              "  s2o-eval bench --render reports/bench/gemma-h100.json --out-dir /tmp/report",
 }
 
 
@@ -64,7 +65,12 @@ def command(
     dtype: Annotated[str, typer.Option(help="dtype of random workloads: bf16 or fp16 (captures keep theirs)")] = "bf16",
     seed: Annotated[int, typer.Option(help="seed of random workloads")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    render: Annotated[Optional[Path], typer.Option("--render", help="rebuild the markdown and plots of a stored bench JSON into --out-dir; runs nothing")] = None,
 ) -> None:
+    if render is not None:
+        markdown_path = render_report(render, out_dir)
+        Console().print(f"wrote {escape(str(markdown_path))} and its plots")
+        return
     request = BenchRequest(
         workloads=list(workload or ["llama8b-random"]),
         methods=[m.strip() for m in methods.split(",") if m.strip()],
