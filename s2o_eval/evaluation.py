@@ -4,6 +4,10 @@ For each method configuration (one, or one per ``--sweep`` value, sharing the mo
 the run directory named from the config, and for every (ctx, task, sample) not yet in
 ``samples.jsonl`` runs lm-eval on that one sample and appends the scored record at once, so an
 interruption loses at most the sample in flight and a rerun resumes.
+
+Under torchrun / accelerate launch (or ``--gpus N``) each process takes every N-th sample still to
+do and appends to its own shard of the run directory; process 0 merges the shards and writes the
+summary once all are done (see ``distributed``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, Callable
 import torch
 
 from . import __version__
+from . import distributed
 from .env import collect_env, git_commit
 from .errors import UserError
 from .methods import AttentionMethod, create
@@ -125,7 +130,8 @@ def build_config(request: RunRequest, loaded, method: AttentionMethod, refs: lis
         "chat_template": use_template,
         "batch_size": 1,
         "dtype": str(loaded.model.dtype).replace("torch.", ""),
-        "device": str(loaded.model.device),
+        # the device kind, not its index: every process of a data-parallel run computes the same config
+        "device": loaded.model.device.type,
         "data_dir": request.data_dir,
         "allow_beyond_window": request.allow_beyond_window,
         "model_window": loaded.max_window,
@@ -200,6 +206,9 @@ class _Progress:
     def advance(self) -> None:
         self.progress.advance(self.bar)
 
+    def set_completed(self, n: int) -> None:
+        self.progress.update(self.bar, completed=n)
+
 
 def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = None, *,
                    loaded=None, progress: bool = True,
@@ -209,7 +218,10 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
     from .models import load_model
 
     _quiet_libraries()
+    place = distributed.place_from_env()
     report = on_error or (lambda line: print(f"Skipped: {line}", file=sys.stderr))
+    if not place.is_main:  # every process meets the same problems: one says so
+        report = lambda line: None  # noqa: E731
     refs = parse_tasks(request.tasks)
     variants = [dict(request.method_args, **values) for values in (sweep or [{}])]
     methods = [create(request.method, args) for args in variants]
@@ -218,11 +230,12 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
         if reason:
             raise UserError(f"method '{method.name}' is not available here: {reason}")
         note = getattr(method, "fallback_note", lambda: None)()
-        if note:
+        if note and place.is_main:
             print(f"Note: {note}", file=sys.stderr)
 
+    device = distributed.device_for(place, request.device)
+    distributed.init(place, device)
     if loaded is None:
-        device = request.device or ("cuda" if torch.cuda.is_available() else "cpu")
         loaded = load_model(request.model, device=device, dtype=request.dtype)
     _check_window(request, loaded)
     use_template = resolve_chat_template(request.chat_template, loaded.chat_template)
@@ -232,23 +245,34 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
     for method in methods:
         config = build_config(request, loaded, method, refs, use_template)
         run_dir = run_dir_for(request, config, many=len(methods) > 1)
+        run_dir.shard = place.shard
         if run_dir.exists():
             old = run_dir.config()
             if config_hash(old) != config_hash(config):
                 raise UserError(f"{run_dir.path} holds a run with another configuration: choose another --out")
-        run_dir.write_config(config)
-        run_dir.write_env(collect_env())
+        if place.is_main:
+            run_dir.write_config(config)
+            run_dir.write_env(collect_env() | {"processes": place.world_size})
         lm = S2OEvalLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, method=method,
                        max_length=max(max(request.ctx), loaded.max_window), batch_size=1,
                        device=str(loaded.model.device))
-        skipped = _evaluate_into(run_dir, lm, refs, request, loaded, use_template, overhead, report, progress)
-        outcomes.append(RunOutcome(run_dir, run_dir.write_summary(), skipped))
+        skipped = _evaluate_into(run_dir, lm, refs, request, loaded, use_template, overhead, report, progress,
+                                 place)
+        distributed.barrier(place)  # every shard is complete
+        if place.is_main:
+            run_dir.merge_shards()  # also shards a crashed earlier data-parallel run left behind
+            run_dir.write_summary()
+        distributed.barrier(place)
+        outcomes.append(RunOutcome(run_dir, run_dir.summary(), skipped))
+    distributed.finish(place)
     return outcomes
 
 
 def _evaluate_into(run_dir: RunDir, lm, refs: list[TaskRef], request: RunRequest, loaded, use_template: bool,
-                   overhead: int, report: Callable[[str], None], progress: bool) -> list[str]:
-    """Every (ctx, task, sample) of the request not yet in the run directory, one lm-eval call each."""
+                   overhead: int, report: Callable[[str], None], progress: bool,
+                   place: distributed.Place = distributed.Place()) -> list[str]:
+    """Every (ctx, task, sample) of the request not yet in the run directory, one lm-eval call each;
+    in a data-parallel run, this process's share of them: every world_size-th, from its rank."""
     from lm_eval.evaluator import evaluate
     from lm_eval.tasks import TaskManager, get_task_dict
     from s2o_tasks import TASKS_DIR
@@ -280,7 +304,12 @@ def _evaluate_into(run_dir: RunDir, lm, refs: list[TaskRef], request: RunRequest
                 plans.append((ctx, ref, task_dict, todo))
 
     total = sum(len(todo) for *_, todo in plans)
-    with _Progress(total, enabled=progress) as bar:
+    # every process has read what is done before any appends: all hold the same todo list
+    distributed.barrier(place)
+    if place.world_size > 1:
+        plans = _share(plans, place)
+    done_before = len(done)
+    with _Progress(total, enabled=progress and place.is_main) as bar:
         warmed: set[int] = set()
         for ctx, ref, task_dict, todo in plans:
             bar.describe(f"{ref.label} {ctx_label(ctx)}")
@@ -302,5 +331,24 @@ def _evaluate_into(run_dir: RunDir, lm, refs: list[TaskRef], request: RunRequest
                 logged = results["samples"][ref.lm_eval_name][0]
                 measurement = next(iter(lm.measurements.values()), None)
                 run_dir.append_sample(_sample_record(ref, ctx, index, logged, measurement))
-                bar.advance()
+                if place.world_size > 1:  # the total across processes, as their shards show it
+                    bar.set_completed(len(run_dir.done_keys()) - done_before)
+                else:
+                    bar.advance()
     return skipped
+
+
+def _share(plans: list, place: distributed.Place) -> list:
+    """This process's share of the samples to do: round robin over the todo list in its fixed order
+    (ctx, then task, then document), which every process built alike."""
+    mine = []
+    n = 0
+    for ctx, ref, task_dict, todo in plans:
+        own = []
+        for item in todo:
+            if n % place.world_size == place.rank:
+                own.append(item)
+            n += 1
+        if own:
+            mine.append((ctx, ref, task_dict, own))
+    return mine

@@ -3,6 +3,8 @@
     <run>/config.json     what was asked (model, method, args, tasks, ctx, samples, seed, ...)
     <run>/env.json        where it ran (GPU, driver, CUDA, library versions, host)
     <run>/samples.jsonl   one line per finished sample, appended as it finishes: the source of truth
+    <run>/samples.rank<r>.jsonl  what process r of a data-parallel run appended; merged into
+                          samples.jsonl (and removed) when the run ends
     <run>/summary.json    {"config", "env", "results": [...]} recomputed from samples.jsonl
 
 Reports and comparisons read these files only, so runs made elsewhere compare the same way.
@@ -52,6 +54,7 @@ def _write_json(path: Path, data: Any) -> None:
 @dataclass
 class RunDir:
     path: Path
+    shard: int | None = None  # the data-parallel rank whose shard this process appends to
 
     def __post_init__(self):
         self.path = Path(self.path)
@@ -72,6 +75,14 @@ class RunDir:
     @property
     def summary_path(self) -> Path:
         return self.path / "summary.json"
+
+    @property
+    def append_path(self) -> Path:
+        """Where this process appends: its own shard in a data-parallel run, else samples.jsonl."""
+        return self.samples_path if self.shard is None else self.path / f"samples.rank{self.shard}.jsonl"
+
+    def shard_paths(self) -> list[Path]:
+        return sorted(self.path.glob("samples.rank*.jsonl"))
 
     def exists(self) -> bool:
         return self.config_path.exists()
@@ -100,28 +111,48 @@ class RunDir:
         if missing:
             raise ValueError(f"sample record lacks {missing}")
         line = json.dumps({f: record.get(f) for f in SAMPLE_FIELDS if f in record} | record, default=str)
-        with open(self.samples_path, "a") as fh:
+        with open(self.append_path, "a") as fh:
             fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
     def samples(self) -> list[dict[str, Any]]:
-        """Finished samples; a torn last line (a run killed mid-write) is ignored; the newest record
-        of a (task, ctx, index) wins."""
-        if not self.samples_path.exists():
-            return []
+        """Finished samples of samples.jsonl and of any rank shards not merged yet; a torn last line
+        (a run killed mid-write) is ignored; the newest record of a (task, ctx, index) wins."""
         latest: dict[tuple, dict] = {}
-        with open(self.samples_path) as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                latest[sample_key(record)] = record
+        for path in [self.samples_path, *self.shard_paths()]:  # shards are newer than the merged file
+            if not path.exists():
+                continue
+            with open(path) as fh:
+                for line in fh:
+                    line = line.strip()
+                    if not line:
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    latest[sample_key(record)] = record
         return list(latest.values())
+
+    def merge_shards(self) -> None:
+        """Fold the rank shards into samples.jsonl (atomically), then remove them; no-op without shards.
+
+        Called by one process after every process finished appending."""
+        shards = self.shard_paths()
+        if not shards:
+            return
+        # a stable order, whatever the number of processes was: by (ctx, task, index)
+        records = sorted(self.samples(), key=lambda r: (int(r["ctx"]), r["task"], int(r["index"])))
+        tmp = self.samples_path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w") as fh:
+            for record in records:
+                fh.write(json.dumps(record, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.samples_path)
+        for path in shards:
+            path.unlink()
 
     def done_keys(self) -> set[tuple[str, int, int]]:
         return {sample_key(r) for r in self.samples()}

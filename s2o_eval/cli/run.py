@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .. import distributed
 from ..errors import UserError
 from ..evaluation import RunRequest, run_evaluation
 from ..methods import parse_method_args
@@ -23,7 +24,8 @@ COMMAND_KWARGS = {
               "  s2o-eval run --task ruler:niah_single_1,vt --ctx 4k,16k --method s2o --method-args tau=0.003\n\n"
               "  s2o-eval run --task longbench-v2 --ctx 128k --method fa2 --model meta-llama/Llama-3.1-8B-Instruct\n\n"
               "  s2o-eval run --suite nightly --method s2o\n\n"
-              "  s2o-eval run --task ruler --ctx 16k --method s2o --sweep tau=0.01,0.003,0.001",
+              "  s2o-eval run --task ruler --ctx 16k --method s2o --sweep tau=0.01,0.003,0.001\n\n"
+              "  s2o-eval run --task ruler --ctx 32k --method s2o --gpus 8",
 }
 
 
@@ -74,7 +76,13 @@ def command(
     device: DeviceOpt = None,
     dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", help="one process per GPU, samples shared between them (with --device cpu: CPU processes)")] = None,
 ) -> None:
+    if gpus is not None and gpus < 1:
+        raise UserError("--gpus must be at least 1")
+    if gpus is not None and gpus > 1 and not distributed.launched():
+        # the same command again as one process per GPU; they share the samples and one run directory
+        raise typer.Exit(distributed.relaunch(gpus, device))
     ctx_given = ctx
     if suite:
         named = load_named_suite(suite)
@@ -91,4 +99,5 @@ def command(
     if limit is not None and limit < 1:
         raise UserError("--limit must be at least 1")
     outcomes = run_evaluation(request, parse_sweep(sweep), progress=not quiet)
-    print_results(outcomes)
+    if distributed.place_from_env().is_main:
+        print_results(outcomes)
