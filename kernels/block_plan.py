@@ -39,6 +39,20 @@ def block_mass(q: Tensor, k: Tensor, block: int, scale: float, *, query_chunk: i
     return out
 
 
+def list_layout(keep: Tensor, block: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Room for the lists of a block selection ``keep (batch, heads, n_qblocks, n_kblocks)`` holding only
+    blocks before each diagonal (so every listed block is whole): ``key_index`` (zeros, to be filled
+    list after list in query-block order), ``list_start`` and ``list_len``."""
+    batch, heads, n_blocks, _ = keep.shape
+    counts = keep.sum(-1)  # (B, H, n_q) blocks per list
+    list_len = (counts * block).to(torch.int32)
+    list_start = torch.zeros(batch, heads, n_blocks, dtype=torch.int64, device=keep.device)
+    list_start[..., 1:] = (counts * block).cumsum(-1)[..., :-1]
+    total = int(list_len.sum(-1).max()) if list_len.numel() else 0
+    key_index = torch.zeros(batch, heads, max(total, 1), dtype=torch.int32, device=keep.device)
+    return key_index, list_start, list_len
+
+
 def blocks_to_plan(selected: Tensor, block: int, n_ctx: int, *, sinks: int = 0) -> Plan:
     """Turn a block selection into a plan with one list per (batch, query head, query block).
 
@@ -56,13 +70,7 @@ def blocks_to_plan(selected: Tensor, block: int, n_ctx: int, *, sinks: int = 0) 
     device = selected.device
     keep = selected.bool() & torch.ones(n_blocks, n_blocks, dtype=torch.bool, device=device).tril(-1)
     keep[..., : sinks // block] = False
-    # every listed block lies before its query block's diagonal, so it is always a whole block
-    counts = keep.sum(-1)                                   # (B, H, n_q) blocks per list
-    list_len = (counts * block).to(torch.int32)
-    list_start = torch.zeros(batch, q_heads, n_blocks, dtype=torch.int64, device=device)
-    list_start[..., 1:] = (counts * block).cumsum(-1)[..., :-1]
-    total = int(list_len.sum(-1).max()) if list_len.numel() else 0
-    key_index = torch.zeros(batch, q_heads, max(total, 1), dtype=torch.int32, device=device)
+    key_index, list_start, list_len = list_layout(keep, block)
     offsets = torch.arange(block, device=device)
     for b in range(batch):
         for h in range(q_heads):

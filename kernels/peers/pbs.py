@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..block_plan import list_layout
 from ..plan import Plan
 from .cumulative import cumulative_select
 
@@ -82,12 +83,7 @@ def permuted_blocks_to_plan(selected: Tensor, order: Tensor, *, block: int, segm
     blocks = torch.arange(n_blocks, device=device)
     keep = selected.bool() & (blocks[None, :] < blocks[:, None])  # the diagonal is pass 1's
     same_segment = (blocks[:, None] * block // segment) == (blocks[None, :] * block // segment)
-    counts = keep.sum(-1)
-    list_len = (counts * block).to(torch.int32)
-    list_start = torch.zeros(batch, q_heads, n_blocks, dtype=torch.int64, device=device)
-    list_start[..., 1:] = (counts * block).cumsum(-1)[..., :-1]
-    total = int(list_len.sum(-1).max()) if list_len.numel() else 0
-    key_index = torch.zeros(batch, q_heads, max(total, 1), dtype=torch.int32, device=device)
+    key_index, list_start, list_len = list_layout(keep, block)
     offsets = torch.arange(block, device=device)
     for b in range(batch):
         for h in range(q_heads):
