@@ -381,7 +381,7 @@ def s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sinks: int
     """
     _validate(q, k, segment, sinks, block_m, guide, n_buckets)
     if guide == "head_mix":
-        raise NotImplementedError("guide='head_mix' exists in torch_s2o_plan only (see PLANNER_NOTES.md)")
+        raise ValueError("guide='head_mix' exists in torch_s2o_plan only (see PLANNER_NOTES.md): use mean or head_mean")
     if n_coarse < 1 or not 0.0 < fine_fraction <= 1.0:
         raise ValueError(f"n_coarse must be >= 1 and fine_fraction in (0, 1]; got {n_coarse}, {fine_fraction}")
     batch, _, n_ctx, dim = q.shape

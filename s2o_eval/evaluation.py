@@ -12,7 +12,6 @@ summary once all are done (see ``distributed``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys

@@ -9,29 +9,24 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 
+import pytest
 import torch
+from typer.testing import CliRunner
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
-
-from s2o_eval.bench.capture import CapturedLayer, write_capture  # noqa: E402
-from s2o_eval.bench.markdown import render_markdown  # noqa: E402
-from s2o_eval.bench.records import add_ratios, interpolate_at_error, matched_error_rows  # noqa: E402
-from s2o_eval.bench.reference import exact_reference, output_error  # noqa: E402
-from s2o_eval.bench.runner import BenchRequest, parse_sweeps, run_bench  # noqa: E402
-from s2o_eval.bench.workloads import load_workload, random_workload  # noqa: E402
-from s2o_eval.cli import app  # noqa: E402
-from s2o_eval.errors import UserError  # noqa: E402
-from s2o_eval.methods import METHODS, AttentionStats  # noqa: E402
-from s2o_eval.methods.base import SparseMethod  # noqa: E402
-from s2o_eval.sliding import sliding_window_attention  # noqa: E402
-from s2o_kernels import dense_plan, sparse_attention, torch_dense_causal  # noqa: E402
+from s2o_eval.bench.capture import CapturedLayer, write_capture
+from s2o_eval.bench.markdown import render_markdown
+from s2o_eval.bench.records import add_ratios, interpolate_at_error, matched_error_rows
+from s2o_eval.bench.reference import exact_reference, output_error
+from s2o_eval.bench.runner import BenchRequest, parse_sweeps, run_bench
+from s2o_eval.bench.workloads import load_workload, random_workload
+from s2o_eval.cli import app
+from s2o_eval.errors import UserError
+from s2o_eval.methods import METHODS, AttentionStats
+from s2o_eval.methods.base import SparseMethod
+from s2o_eval.sliding import sliding_window_attention
+from s2o_kernels import dense_plan, sparse_attention, torch_dense_causal
 
 RECORD_FIELDS = {"workload", "method", "params", "ctx", "shape", "device", "versions", "ms_plan", "ms_execute",
                  "ms_total", "density", "rel_l2", "mse", "efficiency", "skipped", "speedup", "plan_share"}

@@ -1,22 +1,16 @@
 """The index-guided executor against its PyTorch twins: dense identity at tau = 0, plan replay, stop rule.
 
-On a CPU-only machine the Triton kernel runs under TRITON_INTERPRET=1 (set before s2o_kernels is
-imported) with small pinned tiles; shapes stay tiny because the interpreter is slow. bf16 needs a GPU
-(the interpreter's bf16 dot is wrong), so those cases are marked gpu.
+On a CPU-only machine the Triton kernel runs under TRITON_INTERPRET=1 (tests/conftest.py sets it
+before anything imports triton) with small pinned tiles; shapes stay tiny because the interpreter is
+slow. bf16 needs a GPU (the interpreter's bf16 dot is wrong), so those cases are marked gpu.
 """
 
 from __future__ import annotations
 
-import os
-
+import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-
-from s2o_kernels import (  # noqa: E402
+from s2o_kernels import (
     ExecConfig,
     Plan,
     check_stop_rule,

@@ -9,25 +9,20 @@ CPU, tiny shapes, fp32 through the PyTorch reference (plus fp16 through the Trit
 from __future__ import annotations
 
 import math
-import os
 
+import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-
-from s2o_eval.errors import UserError  # noqa: E402
-from s2o_eval.methods import AttentionStats, create  # noqa: E402
-from s2o_eval.methods.block_oracle import BlockOracle  # noqa: E402
-from s2o_eval.methods.pbs import PBS  # noqa: E402
-from s2o_eval.methods.xattention import XAttention  # noqa: E402
-from s2o_kernels import ExecConfig, sparse_attention  # noqa: E402
-from s2o_kernels.block_plan import block_mass  # noqa: E402
-from s2o_kernels.peers.block_oracle import block_oracle_select  # noqa: E402
-from s2o_kernels.peers.pbs import pbs_select, permuted_blocks_to_plan, segment_key_order  # noqa: E402
-from s2o_kernels.peers.xattention import xattention_select  # noqa: E402
+from s2o_eval.errors import UserError
+from s2o_eval.methods import AttentionStats, create
+from s2o_eval.methods.block_oracle import BlockOracle
+from s2o_eval.methods.pbs import PBS
+from s2o_eval.methods.xattention import XAttention
+from s2o_kernels import ExecConfig, sparse_attention
+from s2o_kernels.block_plan import block_mass
+from s2o_kernels.peers.block_oracle import block_oracle_select
+from s2o_kernels.peers.pbs import pbs_select, permuted_blocks_to_plan, segment_key_order
+from s2o_kernels.peers.xattention import xattention_select
 
 BLOCK = 16
 

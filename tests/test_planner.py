@@ -1,23 +1,18 @@
 """S2O planner (Triton and its PyTorch twin) and the token oracle.
 
-On a CPU-only machine the Triton planner runs under TRITON_INTERPRET=1 (set before s2o_kernels is
-imported), so shapes stay tiny. The interpreter's bf16 dot is wrong: bf16 cases need a GPU.
+On a CPU-only machine the Triton planner runs under TRITON_INTERPRET=1 (tests/conftest.py sets it
+before anything imports triton), so shapes stay tiny. The interpreter's bf16 dot is wrong: bf16
+cases need a GPU.
 """
 
 from __future__ import annotations
 
-import os
-
+import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-
-from s2o_kernels.oracle import segment_key_mass, token_oracle_plan  # noqa: E402
-from s2o_kernels.plan import Plan  # noqa: E402
-from s2o_kernels.planner import (  # noqa: E402
+from s2o_kernels.oracle import segment_key_mass, token_oracle_plan
+from s2o_kernels.plan import Plan
+from s2o_kernels.planner import (
     _guides_for,
     bucket_scales,
     plan_layout,

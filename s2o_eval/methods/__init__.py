@@ -80,4 +80,4 @@ def create(name: str, args: dict[str, str] | None = None) -> AttentionMethod:
         raise UserError(f"method '{name}': {err}") from None
 
 
-__all__ = ["AttentionMethod", "AttentionStats", "METHODS", "create", "parse_method_args", "resolve_dense"]
+__all__ = ["AttentionMethod", "AttentionStats", "SparseMethod", "METHODS", "create", "parse_method_args", "resolve_dense"]

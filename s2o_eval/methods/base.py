@@ -9,6 +9,7 @@ Methods never see models: the patching layer hands them tensors.
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -40,8 +41,8 @@ class AttentionStats:
 
 
 @dataclass
-class AttentionMethod:
-    """Base of every method. Subclasses set ``name`` and override ``prefill`` (and ``unavailable_reason``)."""
+class AttentionMethod(ABC):
+    """Base of every method. Subclasses set ``name`` and implement ``prefill`` (and ``unavailable_reason``)."""
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
@@ -51,10 +52,10 @@ class AttentionMethod:
         """None when the method runs on this machine, else one line: why not and what to do."""
         return None
 
+    @abstractmethod
     def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
                 stats: AttentionStats | None = None) -> torch.Tensor:
         """Causal attention over the whole prompt. Returns ``(batch, q_heads, seq_len, head_dim)``."""
-        raise NotImplementedError
 
     def params(self) -> dict[str, Any]:
         """Hyper-parameters as plain data (recorded in config.json and bench records)."""
@@ -68,14 +69,14 @@ class SparseMethod(AttentionMethod):
 
     sparse: ClassVar[bool] = True
 
+    @abstractmethod
     def plan(self, q: torch.Tensor, k: torch.Tensor, *, scale: float):
         """The plan for these inputs (an ``s2o_kernels.Plan``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def execute(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan, *, scale: float,
                 stats: AttentionStats | None = None) -> torch.Tensor:
         """Run the executor on ``plan``; adds computed / causal pair counts to ``stats``."""
-        raise NotImplementedError
 
     def prefill(self, q, k, v, *, scale, stats: AttentionStats | None = None):
         return self.execute(q, k, v, self.plan(q, k, scale=scale), scale=scale, stats=stats)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import AttentionStats, SparseMethod
-from .s2o import execute_plan
+from .block_sparse import BlockSparseMethod, check_share
 
 
 @dataclass
-class BlockOracle(SparseMethod):
+class BlockOracle(BlockSparseMethod):
     """Per (batch, q head, query block): its diagonal block, then key blocks by descending exact
     attention mass until they hold ``threshold`` of the query block's mass (or the best ``top_k``).
     It needs the dense attention it is meant to avoid, so it measures block-sparse planners; it is
@@ -30,8 +29,7 @@ class BlockOracle(SparseMethod):
     block: int = 128
 
     def __post_init__(self):
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1]; got {self.threshold}")
+        check_share("threshold", self.threshold)
         if self.top_k < 0 or self.block < 16 or self.block & (self.block - 1):
             raise ValueError(f"top_k must be >= 0 and block a power of two >= 16; got {self.top_k}, {self.block}")
 
@@ -39,6 +37,3 @@ class BlockOracle(SparseMethod):
         from s2o_kernels.peers.block_oracle import block_oracle_plan
 
         return block_oracle_plan(q, k, block=self.block, scale=scale, threshold=self.threshold, top_k=self.top_k)
-
-    def execute(self, q, k, v, plan, *, scale, stats: AttentionStats | None = None):
-        return execute_plan(q, k, v, plan, tau=0.0, scale=scale, block_m=self.block, block_n=0, stats=stats)

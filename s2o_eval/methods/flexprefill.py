@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import AttentionStats, SparseMethod
-from .s2o import execute_plan
+from .block_sparse import BlockSparseMethod
 
 
 @dataclass
-class FlexPrefill(SparseMethod):
+class FlexPrefill(BlockSparseMethod):
     """FlexPrefill (ICLR 2025), https://arxiv.org/abs/2502.20766, as a planner for the shared executor.
 
     Per head, the last query block's true attention per key block is compared with the estimate from
@@ -45,6 +44,3 @@ class FlexPrefill(SparseMethod):
         plan, _ = flexprefill_plan(q, k, block=self.block, gamma=self.gamma, tau=self.tau,
                                    min_budget=self.min_budget, scale=scale)
         return plan
-
-    def execute(self, q, k, v, plan, *, scale, stats: AttentionStats | None = None):
-        return execute_plan(q, k, v, plan, tau=0.0, scale=scale, block_m=self.block, block_n=0, stats=stats)

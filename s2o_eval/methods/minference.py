@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import AttentionStats, SparseMethod
-from .s2o import execute_plan
+from .block_sparse import BlockSparseMethod
 
 
 @dataclass
-class MInference(SparseMethod):
+class MInference(BlockSparseMethod):
     """MInference (NeurIPS 2024), https://arxiv.org/abs/2407.02490, vertical-slash heads, as a planner.
 
     From the attention of the last ``last_q`` queries, per q head, the top key columns (vertical) and
@@ -45,6 +44,3 @@ class MInference(SparseMethod):
         return minference_plan(q, k, vertical=round(self.vertical * self.budget_scale),
                                slash=round(self.slash * self.budget_scale), last_q=self.last_q,
                                block=self.block, scale=scale)
-
-    def execute(self, q, k, v, plan, *, scale, stats: AttentionStats | None = None):
-        return execute_plan(q, k, v, plan, tau=0.0, scale=scale, block_m=self.block, block_n=0, stats=stats)

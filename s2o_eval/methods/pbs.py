@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import AttentionStats, SparseMethod
-from .s2o import execute_plan
+from .block_sparse import BlockSparseMethod, check_block, check_share
 
 
 @dataclass
-class PBS(SparseMethod):
+class PBS(BlockSparseMethod):
     """PBS-Attn: keys are permuted within segments by the attention the last query block pays them,
     then blocks of the permuted layout are chosen by mean-pooled query/key scores until their share
     reaches ``threshold``; the permuted block holding token 0 and the query block's own segment (in
@@ -30,10 +29,8 @@ class PBS(SparseMethod):
     block: int = 128
 
     def __post_init__(self):
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1]; got {self.threshold}")
-        if self.block < 16 or self.block & (self.block - 1):
-            raise ValueError(f"block must be a power of two >= 16; got {self.block}")
+        check_share("threshold", self.threshold)
+        check_block(self.block)
         if self.segment < self.block or self.segment % self.block:
             raise ValueError(f"segment must be a multiple of block {self.block}; got {self.segment}")
 
@@ -41,6 +38,3 @@ class PBS(SparseMethod):
         from s2o_kernels.peers.pbs import pbs_plan
 
         return pbs_plan(q, k, block=self.block, segment=self.segment, scale=scale, threshold=self.threshold)
-
-    def execute(self, q, k, v, plan, *, scale, stats: AttentionStats | None = None):
-        return execute_plan(q, k, v, plan, tau=0.0, scale=scale, block_m=self.block, block_n=0, stats=stats)

@@ -9,7 +9,8 @@ import torch
 
 from .base import AttentionStats, SparseMethod
 
-GUIDES = ("mean", "head_mean", "head_mix")
+# the guides the Triton planner builds (kernels/planner.py; head_mix exists in its PyTorch twin only)
+GUIDES = ("mean", "head_mean")
 STOP_RULES = ("chunk", "tail")  # kernels/executor.py STOP_RULES (not imported here: that loads triton)
 
 
@@ -76,7 +77,8 @@ class S2O(SparseMethod):
     sinks (64): first keys always computed exactly (attention sinks).
     block_m (0 = executor default): query positions per tile; must divide segment.
     block_n (0 = executor default): keys per chunk, the stopping rule's granularity.
-    guide ("mean"): how a segment's guide scores keys (kernels/planner.py GUIDES).
+    guide ("mean"): one guide per kv head and segment ("mean") or one per query head ("head_mean":
+        lower density at equal error, a dearer plan; kernels/PLANNER_NOTES.md).
     query_permute (False): order queries within a segment by their agreement with the guide.
     stop_rule ("chunk"): what tau is compared with after each chunk: "chunk", the chunk's share of
         each row's mass; "tail", (keys left) x (the chunk's largest per-key mass) over each row's mass,

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import AttentionStats, SparseMethod
-from .s2o import execute_plan
+from .block_sparse import BlockSparseMethod, check_block, check_share
 
 
 @dataclass
-class XAttention(SparseMethod):
+class XAttention(BlockSparseMethod):
     """XAttention: each (query block, key block) is scored by summing the attention logits on strided
     antidiagonals (a softmax over these estimates per query row); each query block keeps its diagonal,
     the first block, and key blocks by descending score until their share reaches ``threshold``.
@@ -29,10 +28,8 @@ class XAttention(SparseMethod):
     block: int = 128
 
     def __post_init__(self):
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1]; got {self.threshold}")
-        if self.block < 16 or self.block & (self.block - 1):
-            raise ValueError(f"block must be a power of two >= 16; got {self.block}")
+        check_share("threshold", self.threshold)
+        check_block(self.block)
         if self.stride < 1 or self.block % self.stride:
             raise ValueError(f"stride must be >= 1 and divide block {self.block}; got {self.stride}")
 
@@ -40,6 +37,3 @@ class XAttention(SparseMethod):
         from s2o_kernels.peers.xattention import xattention_plan
 
         return xattention_plan(q, k, block=self.block, scale=scale, stride=self.stride, threshold=self.threshold)
-
-    def execute(self, q, k, v, plan, *, scale, stats: AttentionStats | None = None):
-        return execute_plan(q, k, v, plan, tau=0.0, scale=scale, block_m=self.block, block_n=0, stats=stats)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable
 
@@ -41,7 +42,7 @@ class Sample:
         return join_prompt(self.input, self.gen_prefix)
 
 
-class Builder:
+class Builder(ABC):
     """One RULER task at one length: ``build(key, n)`` makes document ``key`` with ``n`` haystack units.
 
     The token count of the prompt must grow with ``n`` (roughly linearly), which is what the fitting
@@ -53,8 +54,9 @@ class Builder:
     def min_units(self, key: DocKey) -> int:
         return 1
 
+    @abstractmethod
     def build(self, key: DocKey, units: int) -> Sample:
-        raise NotImplementedError
+        """Document ``key`` with ``units`` haystack units."""
 
     def refine(self, key: DocKey, fit: Fit[Sample], target: int, tolerance: float) -> Fit[Sample]:
         return fit
