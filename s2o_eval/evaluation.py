@@ -25,6 +25,7 @@ from . import __version__
 from . import distributed
 from .env import collect_env, git_commit
 from .errors import UserError
+from .decoding import resolve_decode
 from .methods import AttentionMethod, create
 from .rundir import RunDir, config_hash
 from .suites import TaskRef, ctx_label, parse_tasks
@@ -37,7 +38,7 @@ class RunRequest:
     """Everything ``s2o-eval run`` was asked for."""
 
     model: str
-    method: str
+    method: str  # one method, or several comma-separated (one run each, sharing the model load)
     tasks: list[str]
     ctx: list[int]
     method_args: dict[str, str] = field(default_factory=dict)
@@ -51,6 +52,7 @@ class RunRequest:
     device: str | None = None
     dtype: str = "auto"
     suite: str | None = None
+    decode: str = "auto"  # auto | static | dynamic (see lm.resolve_decode)
 
 
 @dataclass
@@ -110,13 +112,20 @@ def template_overhead(tokenizer, use_template: bool) -> int:
     return max(0, seen - len(tokenizer(probe, add_special_tokens=False)["input_ids"]))
 
 
-def build_config(request: RunRequest, loaded, method: AttentionMethod, refs: list[TaskRef],
+def method_names(spec: str) -> list[str]:
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    if not names:
+        raise UserError("--method is empty: name a method (see `s2o-eval methods`)")
+    return names
+
+
+def build_config(request: RunRequest, loaded, method_name: str, method: AttentionMethod, refs: list[TaskRef],
                  use_template: bool) -> dict[str, Any]:
     return {
         "model": request.model,
         "model_name": loaded.name,
         "model_revision": loaded.revision,
-        "method": request.method,
+        "method": method_name,
         "method_resolved": method.name,
         "method_args": method.params(),
         "tasks": [r.lm_eval_name for r in refs],
@@ -128,6 +137,8 @@ def build_config(request: RunRequest, loaded, method: AttentionMethod, refs: lis
         "seed": request.seed,
         "chat_template": use_template,
         "batch_size": 1,
+        # how the (dense) decode runs: outputs can differ in the last bf16 bit between the two
+        "decode": resolve_decode(request.decode, loaded.model.device),
         "dtype": str(loaded.model.dtype).replace("torch.", ""),
         # the device kind, not its index: every process of a data-parallel run computes the same config
         "device": loaded.model.device.type,
@@ -222,9 +233,10 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
     if not place.is_main:  # every process meets the same problems: one says so
         report = lambda line: None  # noqa: E731
     refs = parse_tasks(request.tasks)
-    variants = [dict(request.method_args, **values) for values in (sweep or [{}])]
-    methods = [create(request.method, args) for args in variants]
-    for method in methods:
+    # one run per (method, sweep value), in that order, all sharing the model load
+    runs = [(name, create(name, dict(request.method_args, **values)))
+            for name in method_names(request.method) for values in (sweep or [{}])]
+    for _, method in runs:
         reason = method.unavailable_reason()
         if reason:
             raise UserError(f"method '{method.name}' is not available here: {reason}")
@@ -241,9 +253,9 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
     overhead = template_overhead(loaded.tokenizer, use_template)
 
     outcomes = []
-    for method in methods:
-        config = build_config(request, loaded, method, refs, use_template)
-        run_dir = run_dir_for(request, config, many=len(methods) > 1)
+    for name, method in runs:
+        config = build_config(request, loaded, name, method, refs, use_template)
+        run_dir = run_dir_for(request, config, many=len(runs) > 1)
         run_dir.shard = place.shard
         if run_dir.exists():
             old = run_dir.config()
@@ -254,7 +266,7 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
             run_dir.write_env(collect_env() | {"processes": place.world_size})
         lm = S2OEvalLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, method=method,
                        max_length=max(max(request.ctx), loaded.max_window), batch_size=1,
-                       device=str(loaded.model.device))
+                       device=str(loaded.model.device), decode=config["decode"])
         skipped = _evaluate_into(run_dir, lm, refs, request, loaded, use_template, overhead, report, progress,
                                  place)
         distributed.barrier(place)  # every shard is complete

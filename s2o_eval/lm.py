@@ -2,6 +2,11 @@
 
 It overrides only the call paths (as lm-eval's ``hf_steered`` does): requests run one at a time
 (batch 1: padding would distort timing), and the prompt's forward pass is timed with device events.
+
+Decoding is dense for every method, so it only costs wall-clock time. ``decode="static"`` writes the
+prompt into a preallocated static cache, which lets transformers compile the decode step (CUDA
+graphs on a GPU): a small model's decode is otherwise bound by Python and kernel launches, seconds
+per sample. The prefill itself always runs uncompiled, through the method, and is what gets timed.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from .decoding import resolve_decode
 from .methods import AttentionMethod
 from .patching import PrefillRecorder, use_method
 
@@ -28,31 +34,37 @@ class PrefillMeasurement:
 
 
 class _PrefillTimer:
-    """Times the first forward call (the prefill) of one ``generate``: device events on CUDA."""
+    """Times the first forward call (the prefill) of one ``generate``: device events on CUDA.
+
+    Its hooks remove themselves after that call, so that the decode steps run hook-free (a compiled
+    decode would otherwise guard on the hooks' state and recompile every step)."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
         self.cuda = next(model.parameters()).is_cuda
-        self.calls = 0
         self.start = self.end = None
         self._t0 = self._t1 = None
+        self._handles = []
 
     def _pre(self, module, args, kwargs):
-        self.calls += 1
-        if self.calls == 1:
-            if self.cuda:
-                self.start = torch.cuda.Event(enable_timing=True)
-                self.end = torch.cuda.Event(enable_timing=True)
-                self.start.record()
-            else:
-                self._t0 = time.perf_counter()
+        if self.cuda:
+            self.start = torch.cuda.Event(enable_timing=True)
+            self.end = torch.cuda.Event(enable_timing=True)
+            self.start.record()
+        else:
+            self._t0 = time.perf_counter()
 
     def _post(self, module, args, kwargs, output):
-        if self.calls == 1:
-            if self.cuda:
-                self.end.record()
-            else:
-                self._t1 = time.perf_counter()
+        if self.cuda:
+            self.end.record()
+        else:
+            self._t1 = time.perf_counter()
+        self._remove()
+
+    def _remove(self):
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
     def __enter__(self):
         self._handles = [self.model.register_forward_pre_hook(self._pre, with_kwargs=True),
@@ -60,8 +72,7 @@ class _PrefillTimer:
         return self
 
     def __exit__(self, *exc):
-        for handle in self._handles:
-            handle.remove()
+        self._remove()
 
     def elapsed_ms(self) -> float:
         if self.cuda:
@@ -70,14 +81,25 @@ class _PrefillTimer:
         return (self._t1 - self._t0) * 1000.0
 
 
+STATIC_CACHE_ROUNDING = 1024  # static caches come in lengths rounded up to this: one compiled shape per --ctx
+
+
 @register_model("s2o-hf")
 class S2OEvalLM(HFLM):
     """HFLM whose full-causal prefill attention runs ``method``; keeps one measurement per request."""
 
-    def __init__(self, pretrained, method: AttentionMethod, **kwargs):
+    def __init__(self, pretrained, method: AttentionMethod, decode: str = "dynamic", **kwargs):
         kwargs.setdefault("batch_size", 1)
         super().__init__(pretrained=pretrained, **kwargs)
         self.method = method
+        self.decode = resolve_decode(decode, self.model.device)
+        self._cache, self._cache_len = None, 0  # the static cache, reused while the length bucket holds
+        if self.decode == "static":
+            import torch._dynamo
+
+            # one compiled decode per cache length (one per --ctx), plus the one recompile that turns
+            # the sliding layers' position counter dynamic: well above the default limit of 8
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         self.recorder: PrefillRecorder = use_method(self.model, method)
         self.measurements: dict[tuple[str, int], PrefillMeasurement] = {}
         self._last: PrefillMeasurement | None = None
@@ -91,7 +113,21 @@ class S2OEvalLM(HFLM):
             self.model(input_ids=ids, use_cache=False, logits_to_keep=1)
         self.recorder.reset()
 
+    def _static_cache(self, max_length: int):
+        """An emptied static cache holding at least ``max_length`` tokens, reused across samples."""
+        from transformers import StaticCache
+
+        size = -(-max_length // STATIC_CACHE_ROUNDING) * STATIC_CACHE_ROUNDING
+        if self._cache is not None and self._cache_len == size:
+            self._cache.reset()
+        else:
+            self._cache = None  # free the old one first
+            self._cache, self._cache_len = StaticCache(config=self.model.config, max_cache_len=size), size
+        return self._cache
+
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        if self.decode == "static":
+            generation_kwargs["past_key_values"] = self._static_cache(max_length)
         self.recorder.reset()
         cuda = context.is_cuda
         if cuda:

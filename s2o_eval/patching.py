@@ -35,12 +35,22 @@ class PrefillRecorder:
         self.__init__()
 
 
+def _is_zero(offset) -> bool:
+    # a static cache gives its offset as a tensor (so that decode compiles without graph breaks); this
+    # is only asked for prompts (q_length > 1), which run uncompiled, so reading it back is fine
+    return int(offset) == 0 if torch.is_tensor(offset) else offset == 0
+
+
 def plain_prefill_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0, kv_offset=0,
                        attention_mask: torch.Tensor | None = None, **kwargs):
-    """No mask at all for a single unpadded prompt (every layer then knows it is plain causal, and a
-    sliding layer at 128K is spared a 16 GB boolean mask); transformers' SDPA mask otherwise."""
-    plain = (batch_size == 1 and q_length == kv_length and q_length > 1
-             and not torch.is_tensor(q_offset) and q_offset == 0
+    """No mask at all for a single unpadded prompt starting an empty cache (every layer then knows it
+    is plain causal, and a sliding layer at 128K is spared a 16 GB boolean mask); transformers' SDPA
+    mask otherwise.
+
+    With a static cache ``kv_length`` is the cache's capacity, longer than the prompt: the attention
+    function then keeps only the prompt's own keys (``_prompt_keys``).
+    """
+    plain = (batch_size == 1 and 1 < q_length <= kv_length and _is_zero(q_offset) and _is_zero(kv_offset)
              and (attention_mask is None or bool(attention_mask.all())))
     if plain:
         return None
@@ -72,8 +82,13 @@ def make_attention_function(method: AttentionMethod, recorder: PrefillRecorder):
                   **kwargs: Any):
         # query (batch, q_heads, q_len, head_dim); key, value (batch, kv_heads, kv_len, head_dim)
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        if attention_mask is None and 1 < query.shape[2] < key.shape[2]:
+            # a prompt written into an empty static cache (plain_prefill_mask said so): the cache hands
+            # back all its slots; only the first q_len hold this prompt
+            key, value = key[:, :, :query.shape[2]], value[:, :, :query.shape[2]]
         if not _is_full_causal_prefill(module, query, key, attention_mask, kwargs):
-            recorder.fallback_calls += 1
+            if not torch.compiler.is_compiling():  # compiled decode: no Python state to guard on
+                recorder.fallback_calls += 1
             window = kwargs.pop("sliding_window", None) or getattr(module, "sliding_window", None)
             if (window and attention_mask is None and query.shape[2] == key.shape[2]
                     and kwargs.get("softcap") is None):

@@ -162,3 +162,17 @@ def test_capture_cli_writes_the_format(tiny_gemma_dir, tmp_path):
     assert [layer["layer"] for layer in layers] == FULL_LAYERS
     assert layers[0]["q"].shape == (1, 4, 256, 32) and layers[1]["v"].shape == (1, 2, 256, 32)
     assert layers[0]["scaling"] == pytest.approx(24 ** -0.5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n,window,d", [(700, 512, 256), (333, 64, 128), (2049, 512, 64)])
+def test_sliding_window_on_the_gpu_matches_the_masked_reference(dtype, n, window, d):
+    """The chunked path on the GPU: fused SDPA backends with a mask, in fp16 and bf16."""
+    gen = torch.Generator(device="cuda").manual_seed(n)
+    q, k, v = (torch.randn(1, h, n, d, generator=gen, device="cuda", dtype=dtype) for h in (4, 1, 1))
+    mask = _transformers_sliding_mask(n, window).cuda()
+    scores = (q.float() @ k.float().repeat_interleave(4, dim=1).transpose(-1, -2)) * d ** -0.5
+    expected = torch.softmax(scores.masked_fill(~mask, float("-inf")), -1) @ v.float().repeat_interleave(4, dim=1)
+    out = sliding_window_attention(q, k, v, window, d ** -0.5)
+    torch.testing.assert_close(out.float(), expected, atol=2e-2, rtol=2e-2)

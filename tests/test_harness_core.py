@@ -92,6 +92,67 @@ def test_sliding_window_layers_keep_their_own_attention():
     assert recorder.method_calls == 1 and recorder.fallback_calls == 2
 
 
+@pytest.mark.parametrize("prompt_len", [5, 30])  # shorter and longer than the sliding window
+def test_static_cache_decode_gives_the_same_tokens_and_the_method_sees_the_prompt(prompt_len):
+    """decode=static writes the prompt into a preallocated cache (what lets a GPU compile the decode):
+    the method must still get exactly the prompt's keys, and greedy tokens must not change."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, StaticCache
+
+    from s2o_eval.patching import use_method
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=8,
+                           layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                           max_position_embeddings=256)
+    model = Gemma3ForCausalLM(cfg).eval()
+    ids = torch.randint(1, 128, (1, prompt_len), generator=torch.Generator().manual_seed(3))  # 0 is the pad id
+    with torch.no_grad():
+        reference = model.generate(ids, max_new_tokens=12, do_sample=False)
+        recorder = use_method(model, create("eager"))
+        for _ in range(2):  # the second time reuses the emptied cache, as the harness does
+            cache = StaticCache(config=model.config, max_cache_len=64) if _ == 0 else cache
+            cache.reset()
+            recorder.reset()
+            out = model.generate(ids, max_new_tokens=12, do_sample=False, past_key_values=cache)
+            assert out.tolist() == reference.tolist()
+            assert recorder.method_calls == 1  # the full layer's prefill reached the method
+
+
+def test_static_cache_decode_through_the_lm_class(tmp_path):
+    """The harness's lm-eval model, decode=static vs dynamic: same continuation, prefill recorded."""
+    from lm_eval.api.instance import Instance
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from s2o_eval.lm import S2OEvalLM
+    from tiny import make_tiny_llama
+
+    path = make_tiny_llama(tmp_path / "m", max_positions=512)
+    model = LlamaForCausalLM.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    request = Instance("generate_until", {}, ("The grass is green. The sky is", {"until": [], "max_gen_toks": 9}),
+                       0, metadata=("t", 0, 1))
+    outputs = {}
+    for decode in ("dynamic", "static"):
+        lm = S2OEvalLM(pretrained=model, tokenizer=tok, method=create("sdpa"), decode=decode, max_length=512,
+                       device="cpu")
+        outputs[decode] = lm.generate_until([request])
+        measured = next(iter(lm.measurements.values()))
+        assert measured.prompt_tokens > 5 and measured.prefill_ms > 0
+        assert lm.recorder.method_calls == 2
+    assert outputs["static"] == outputs["dynamic"]
+
+
+def test_decode_mode_resolves_per_device():
+    from s2o_eval.decoding import resolve_decode
+
+    assert resolve_decode("auto", "cpu") == "dynamic"
+    assert resolve_decode("auto", "cuda") == "static"
+    assert resolve_decode("static", "cpu") == "static"
+    with pytest.raises(UserError, match="--decode fast"):
+        resolve_decode("fast", "cpu")
+
+
 # -- run directories ----------------------------------------------------------------------------
 
 def test_rundir_appends_resumes_and_ignores_a_torn_line(tmp_path):

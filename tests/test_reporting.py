@@ -23,13 +23,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def write_run(root: Path, name: str, method: str, scores: dict, *, resolved: str | None = None,
               prefill: dict | None = None, density: dict | None = None, model: str = "gemma-3-270m",
-              gpu: str = "NVIDIA H100 80GB HBM3") -> RunDir:
+              gpu: str = "NVIDIA H100 80GB HBM3", method_args: dict | None = None) -> RunDir:
     """A run directory whose samples carry the given per-sample numbers.
 
     ``scores`` / ``prefill`` / ``density``: ``{(task, ctx): [value of sample 0, 1, ...]}``."""
     run = RunDir(root / name)
     run.write_config({"model": model, "method": method, "method_resolved": resolved or method,
-                      "method_args": {"tau": 0.01} if density else {}, "tasks": sorted({t for t, _ in scores}),
+                      "method_args": method_args or ({"tau": 0.01} if density else {}), "tasks": sorted({t for t, _ in scores}),
                       "ctx": sorted({c for _, c in scores}), "limit": None, "seed": 0})
     run.write_env({"gpu": gpu, "driver": "580.65", "cuda": "13.0",
                    "versions": {"torch": "2.11.0", "triton": "3.6.0"}})
@@ -298,3 +298,47 @@ def test_unknown_run_is_a_one_line_user_error(cli, tmp_path):
     result = cli("report", "flexprefill", "--runs-dir", tmp_path)
     assert result.exit_code == 1
     assert "Error: 'flexprefill' is neither a run directory nor a method" in result.output
+
+
+def test_a_tau_sweep_is_judged_against_the_baseline_and_the_largest_safe_tau_chosen(cli, tmp_path):
+    """Only cells the baseline passes count; a value passes when the mean paired delta stays within
+    1 point and McNemar's test is not significant."""
+    runs_dir = tmp_path / "runs"
+    solid, failing = (NIAH, K4), (VT, K4)
+    write_run(runs_dir, "fa2-run", "fa2", {solid: [100.0] * 20, failing: [0.0] * 20}, prefill=None)
+    losses = {0.01: 8, 0.003: 1, 0.001: 0}  # failures the sparse run adds in the solid cell
+    for tau, lost in losses.items():
+        scores = {solid: [0.0] * lost + [100.0] * (20 - lost), failing: [100.0] * 20}  # gains there do not count
+        density = {cell: [0.3] * 20 for cell in scores}
+        write_run(runs_dir, f"s2o-{tau}", "s2o", scores, density=density, method_args={"tau": tau, "segment": 1024})
+    out = tmp_path / "report"
+    result = cli("compare", *(runs_dir / n for n in ["fa2-run", "s2o-0.01", "s2o-0.003", "s2o-0.001"]), "--out", out)
+    assert result.exit_code == 0, result.output
+    text = (out / "report.md").read_text()
+    assert "## Choosing s2o's tau" in text
+    assert "| s2o-tau0.01 | 0.01 | 1 | 20 | -40.0 | 0.008 | no |" in text  # 8 discordant pairs: p = 2 / 2^8
+    assert "| s2o-tau0.003 | 0.003 | 1 | 20 | -5.0 | 1.000 | no |" in text  # not significant, but 5 points
+    assert "| s2o-tau0.001 | 0.001 | 1 | 20 | +0.0 | 1.000 | yes |" in text
+    assert "**Chosen: tau = 0.001** (s2o-tau0.001)." in text
+
+
+def test_an_unfinished_sweep_run_cannot_be_chosen(tmp_path):
+    from s2o_eval.reporting.sweep import evaluate_sweep
+
+    runs_dir = tmp_path / "runs"
+    cell = (NIAH, K4)
+    write_run(runs_dir, "fa2-run", "fa2", {cell: [100.0] * 10})
+    write_run(runs_dir, "s2o-part", "s2o", {cell: [100.0] * 4}, density={cell: [0.3] * 4}, method_args={"tau": 0.1})
+    baseline, partial = load_runs([str(runs_dir / "fa2-run"), str(runs_dir / "s2o-part")], runs_dir)
+    (point,) = evaluate_sweep(baseline, [partial], "tau").points
+    assert point.mean_delta == 0.0 and point.missing == 6 and not point.passed
+
+
+def test_a_task_asked_for_but_never_run_is_named_in_the_report(cli, tmp_path):
+    runs_dir = tmp_path / "runs"
+    run = write_run(runs_dir, "fa2-run", "fa2", {(NIAH, K4): [100.0] * 3})
+    config = run.config()
+    run.write_config(dict(config, tasks=config["tasks"] + ["s2o_ruler_qa_1"]))
+    result = cli("report", runs_dir / "fa2-run", "--out", tmp_path / "rep")
+    assert result.exit_code == 0, result.output
+    assert "fa2: no samples of s2o_ruler_qa_1, skipped when it ran" in (tmp_path / "rep" / "report.md").read_text()

@@ -115,3 +115,15 @@ def test_beyond_window_is_allowed_on_request_and_recorded(tiny_model, tmp_path):
     assert result.exit_code == 0, result.output
     config = _only_run(tmp_path).config()
     assert config["allow_beyond_window"] is True and config["model_window"] == 4096
+
+
+def test_several_methods_share_one_command_and_their_samples(tiny_model, tmp_path):
+    """--method sdpa,eager: a run directory each, the same samples, the static-cache decode in both."""
+    result = _run(["--model", str(tiny_model), "--task", "ruler:vt", "--ctx", "1k", "--limit", "2",
+                   "--method", "sdpa,eager", "--decode", "static"], tmp_path)
+    assert result.exit_code == 0, result.output
+    runs = {RunDir(p).config()["method"]: RunDir(p) for p in tmp_path.iterdir() if p.is_dir()}
+    assert set(runs) == {"sdpa", "eager"}
+    assert all(run.config()["decode"] == "static" for run in runs.values())
+    samples = {name: {(r["index"], r["prompt_sha"]) for r in run.samples()} for name, run in runs.items()}
+    assert samples["sdpa"] == samples["eager"] and len(samples["sdpa"]) == 2

@@ -7,9 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from s2o_eval.cli import app
+import suite_fixtures
 from s2o_eval.rundir import RunDir
-from test_infinitebench import RECORDS as INFINITEBENCH_RECORDS
-from test_longbench_v2 import record as longbench_record
 from tiny import make_tiny_llama
 
 
@@ -20,14 +19,7 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    (root / "longbench_v2").mkdir()
-    (root / "longbench_v2" / "data.json").write_text(json.dumps([longbench_record(i, words=3000) for i in range(6)]))
-    (root / "infinitebench").mkdir()
-    for split, rec in INFINITEBENCH_RECORDS.items():
-        lines = [json.dumps(dict(rec, id=i), ensure_ascii=False) for i in range(2)]
-        (root / "infinitebench" / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return root
+    return suite_fixtures.write(tmp_path_factory.mktemp("data"))
 
 
 def _run(*args):

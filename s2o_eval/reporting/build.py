@@ -10,6 +10,7 @@ from typing import Any
 
 from . import markdown, plots, tables
 from .runs import LoadedRun, restrict_to_common, summary_to_copy
+from .sweep import Sweep, find_sweep
 
 PLOT_FILES = {
     "scores": "score_vs_ctx.png",
@@ -34,6 +35,7 @@ class ReportContent:
     density: list[dict[str, Any]]              # tables.density_by_ctx
     groups: dict[str, dict]                    # label -> tables.group_results
     environment: list[dict[str, Any]]          # tables.environment_rows
+    sweep: Sweep | None = None                 # runs of one sparse method varying one knob
     plots: dict[str, str] = field(default_factory=dict)      # key -> PNG file name
     summaries: dict[str, str] = field(default_factory=dict)  # label -> copied summary file name
 
@@ -45,6 +47,15 @@ class ReportContent:
 def compute(runs: list[LoadedRun], title: str) -> ReportContent:
     """All tables of a report over ``runs`` (the first is the baseline), on their common samples."""
     restricted, warnings = restrict_to_common(runs)
+    absent: dict[tuple[str, ...], list[str]] = {}  # tasks asked for but never run -> the runs
+    for run in runs:
+        missing = tuple(sorted(set(run.config.get("tasks") or []) - {r["task"] for r in run.samples}))
+        if missing:
+            absent.setdefault(missing, []).append(run.label)
+    for missing, labels in absent.items():
+        who = "every run" if len(labels) == len(runs) > 1 else ", ".join(labels)
+        warnings.append(f"{who}: no samples of {', '.join(missing)}, skipped when it ran (its data unavailable "
+                        "offline, or the window too small; the run's log said which)")
     by_label = {r.label: r.samples for r in restricted}
     return ReportContent(
         title=title,
@@ -59,6 +70,7 @@ def compute(runs: list[LoadedRun], title: str) -> ReportContent:
         groups={label: tables.group_results(samples) for label, samples in by_label.items()},
         environment=tables.environment_rows({r.label: r.config for r in restricted},
                                             {r.label: r.env for r in restricted}),
+        sweep=find_sweep(restricted) if len(restricted) > 2 else None,
     )
 
 

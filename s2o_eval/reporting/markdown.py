@@ -170,6 +170,24 @@ def _environment_section(content: ReportContent) -> str:
     return table(["field", *labels], rows, align_right_from=len(labels) + 1)
 
 
+def _sweep_section(content: ReportContent) -> list[str]:
+    from .sweep import ALPHA, MAX_MEAN_DELTA, MIN_BASELINE_SCORE
+
+    sweep = content.sweep
+    rows = [[p.label, p.value, p.cells, p.samples, _delta(p.mean_delta), "-" if p.p_value is None else f"{p.p_value:.3f}",
+             "yes" if p.passed else ("unfinished" if p.missing else "no")] for p in sweep.points]
+    chosen = sweep.chosen
+    verdict = (f"**Chosen: {sweep.parameter} = {chosen.value}** ({chosen.label})." if chosen else
+               f"**No value passes**: every {sweep.parameter} tried costs accuracy; sweep lower.")
+    return [f"## Choosing {sweep.method}'s {sweep.parameter}", "",
+            f"Over the cells where {content.baseline} scores >= {MIN_BASELINE_SCORE:g}, each run's paired score "
+            f"difference from {content.baseline} (same samples); a value passes when the mean stays within "
+            f"{MAX_MEAN_DELTA:g} point and the paired test (exact McNemar on pass/fail scores, else permutation) "
+            f"gives p >= {ALPHA}. The largest passing value is chosen.", "",
+            table([sweep.parameter + " run", sweep.parameter, "cells", "samples", "mean delta", "p", "passes"], rows,
+                  align_right_from=1), "", verdict, ""]
+
+
 def _image(content: ReportContent, key: str, alt: str) -> str:
     name = content.plots.get(key)
     return f"![{alt}]({name})\n" if name else ""
@@ -199,6 +217,8 @@ def render(content: ReportContent) -> str:
         out += ["### Per task and length", "", _cells_section(content), ""]
     if content.groups and any(content.groups.values()):
         out += ["## Scores by sample group", "", _groups_section(content), ""]
+    if content.sweep is not None:
+        out += _sweep_section(content)
     out += ["## Prefill time", ""]
     if content.prefill:
         out += ["Per prompt, batch size 1, pooled over tasks at each length"

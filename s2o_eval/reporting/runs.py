@@ -87,9 +87,19 @@ def safe_label(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"
 
 
+def _distinguishing_args(run: LoadedRun, runs: list[LoadedRun]) -> str:
+    """``tau0.01`` for an s2o run among s2o runs that differ only in tau (empty when args do not tell)."""
+    peers = [r.config.get("method_args") or {} for r in runs if r.method == run.method]
+    mine = run.config.get("method_args") or {}
+    keys = sorted({k for p in peers for k in p if len({repr(q.get(k)) for q in peers}) > 1})
+    if not keys or sum(1 for p in peers if all(p.get(k) == mine.get(k) for k in keys)) > 1:
+        return ""
+    return "-".join(f"{k}{mine.get(k)}" for k in keys)
+
+
 def load_runs(args: list[str], runs_dir: Path) -> list[LoadedRun]:
-    """Resolve and read each argument; labels are method names, made unique with the directory name
-    when two runs share a method."""
+    """Resolve and read each argument; labels are method names, made unique by the parameters that
+    differ (``s2o-tau0.01``) or else the directory name, when two runs share a method."""
     paths = [resolve_run(a, runs_dir) for a in args]
     runs = []
     for path in paths:
@@ -104,7 +114,7 @@ def load_runs(args: list[str], runs_dir: Path) -> list[LoadedRun]:
     for i, run in enumerate(runs):
         label = labels[i]
         if labels.count(label) > 1:
-            label = safe_label(f"{label}-{run.path.name}")
+            label = safe_label(f"{label}-{_distinguishing_args(run, runs) or run.path.name}")
         while label in (r.label for r in runs[:i]):
             label = f"{label}-{i + 1}"
         run.label = label

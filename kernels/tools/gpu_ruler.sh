@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# How the RULER reports and the nightly baseline are made on the lent H100, one device call per step
+# (each under its 10 minutes; every step resumes what an interrupted call left, so repeat it until done):
+#
+#   bash kernels/tools/gpu_ruler.sh dense     # fa2 and fa3, 11 synthetic tasks x 4K..32K x 10 samples
+#   bash kernels/tools/gpu_ruler.sh sweep     # s2o at each tau of $TAUS (largest first) until one passes
+#   bash kernels/tools/gpu_ruler.sh nightly   # choose tau from the sweep; nightly run + baseline with it
+#   bash kernels/tools/gpu_ruler.sh suites    # LongBench-v2 / InfiniteBench on fixture data at 16K
+#
+# Run directories live in $RUNS (default /tmp/runs, kept while the machine is warm); each step tars
+# them into $OUT/runs.tgz. Measured 2026-11-22: ~0.8 s a sample with the compiled decode (fa2 + fa3,
+# 880 samples: ~13 minutes).
+set -u
+. kernels/tools/gpu_setup.sh
+R=${RUNS:-/tmp/runs}
+mkdir -p "$R" "$OUT"
+RULER="--task ruler --ctx 4k,8k,16k,32k --limit 10 --decode static -q"
+deadline=$((SECONDS + ${LIMIT_S:-520}))  # the whole step ends by then: a device call has 600 s
+stop() {
+  local left=$((deadline - SECONDS))
+  [ "$left" -gt 30 ] || { echo "out of time for: $*"; return 124; }
+  timeout -k 15 -s INT "$left" "$@"
+}
+
+chosen_tau() {  # the compare issue's rule, over the sweep's runs against fa2
+  python3 - "$R" <<'PY'
+import glob, sys
+from pathlib import Path
+from s2o_eval.reporting.runs import load_runs
+from s2o_eval.reporting.sweep import evaluate_sweep
+root = sys.argv[1]
+fa2 = [p for p in glob.glob(f"{root}/gemma-3-270m-fa2-*")]
+runs = load_runs([fa2[0], *sorted(glob.glob(f"{root}/s2o-sweep/*"))], Path(root))
+sweep = evaluate_sweep(runs[0], runs[1:], "tau")
+for p in sweep.points:
+    print(p, file=sys.stderr)
+print(sweep.chosen.value if sweep.chosen else "")
+PY
+}
+
+case "${1:?step: dense, sweep, nightly or suites}" in
+  dense) stop python3 -m s2o_eval run $RULER --method fa2,fa3 --runs-dir "$R" 2>&1 | tail -3 ;;
+  sweep)  # largest first; the first tau that passes is the largest that does: stop there
+    for tau in ${TAUS:-0.003 0.001 0.0003}; do
+      stop python3 -m s2o_eval run $RULER --method s2o --method-args "tau=$tau" --out "$R/s2o-sweep/tau$tau" 2>&1 | tail -2
+      [ -n "$(chosen_tau)" ] && break
+    done ;;
+  nightly)
+    tau=$(chosen_tau); echo "chosen tau: ${tau:-none}"
+    [ -n "$tau" ] || exit 1
+    stop python3 -m s2o_eval run --suite nightly --method s2o --method-args "tau=$tau" --decode static \
+      --out "$R/nightly-s2o" -q 2>&1 | tail -3
+    python3 -m s2o_eval regress "$R/nightly-s2o" --against "$OUT/nightly-gemma3-270m-h100.json" --update ;;
+  suites)
+    tau=${TAU:-$(chosen_tau)}
+    python3 -c "import sys; sys.path.insert(0, 'tests'); import suite_fixtures as f; f.write('/tmp/fixtures', scale=8)"
+    for m in fa2 s2o; do
+      args=(); [ "$m" = s2o ] && args=(--method-args "tau=$tau")
+      stop python3 -m s2o_eval run --task longbench-v2 --task infinitebench --ctx 16k --limit 3 \
+        --data-dir /tmp/fixtures --method "$m" "${args[@]}" --decode static --out "$R/fixtures-$m" -q 2>&1 | tail -4
+    done ;;
+esac
+tar czf "$OUT/runs.tgz" -C "$(dirname "$R")" "$(basename "$R")"
