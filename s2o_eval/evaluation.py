@@ -52,7 +52,7 @@ class RunRequest:
     device: str | None = None
     dtype: str = "auto"
     suite: str | None = None
-    decode: str = "auto"  # auto | static | dynamic (see lm.resolve_decode)
+    decode: str = "auto"  # auto | static | dynamic (see decoding.resolve_decode)
 
 
 @dataclass
@@ -137,7 +137,7 @@ def build_config(request: RunRequest, loaded, method_name: str, method: Attentio
         "seed": request.seed,
         "chat_template": use_template,
         "batch_size": 1,
-        # how the (dense) decode runs: outputs can differ in the last bf16 bit between the two
+        # how the (dense) decode runs: compiled and eager kernels may round bf16 differently
         "decode": resolve_decode(request.decode, loaded.model.device),
         "dtype": str(loaded.model.dtype).replace("torch.", ""),
         # the device kind, not its index: every process of a data-parallel run computes the same config

@@ -5,8 +5,8 @@ It overrides only the call paths (as lm-eval's ``hf_steered`` does): requests ru
 
 Decoding is dense for every method, so it only costs wall-clock time. ``decode="static"`` writes the
 prompt into a preallocated static cache, which lets transformers compile the decode step (CUDA
-graphs on a GPU): a small model's decode is otherwise bound by Python and kernel launches, seconds
-per sample. The prefill itself always runs uncompiled, through the method, and is what gets timed.
+graphs on a GPU): a small model's decode is otherwise bound by Python and kernel launches. The
+prefill itself always runs uncompiled, through the method, and is what gets timed.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def plain_prefill_mask(batch_size: int, q_length: int, kv_length: int, q_offset=
     mask otherwise.
 
     With a static cache ``kv_length`` is the cache's capacity, longer than the prompt: the attention
-    function then keeps only the prompt's own keys (``_prompt_keys``).
+    function then keeps only the prompt's own keys (the cache's first ``q_length`` slots).
     """
     plain = (batch_size == 1 and 1 < q_length <= kv_length and _is_zero(q_offset) and _is_zero(kv_offset)
              and (attention_mask is None or bool(attention_mask.all())))

@@ -72,17 +72,22 @@ def test_patched_prefill_matches_and_decode_stays_dense():
     assert recorder.fallback_calls == 2 * 3    # three decode steps, each layer: dense
 
 
-def test_sliding_window_layers_keep_their_own_attention():
+def _tiny_gemma():
+    """Two sliding-window layers (window 8) and one full layer, as Gemma 3 mixes them."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    from s2o_eval.patching import use_method
 
     torch.manual_seed(0)
     cfg = Gemma3TextConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                            num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=8,
                            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
                            max_position_embeddings=256)
-    model = Gemma3ForCausalLM(cfg).eval()
+    return Gemma3ForCausalLM(cfg).eval()
+
+
+def test_sliding_window_layers_keep_their_own_attention():
+    from s2o_eval.patching import use_method
+
+    model = _tiny_gemma()
     ids = torch.randint(0, 128, (1, 30), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         reference = model(ids).logits
@@ -96,22 +101,17 @@ def test_sliding_window_layers_keep_their_own_attention():
 def test_static_cache_decode_gives_the_same_tokens_and_the_method_sees_the_prompt(prompt_len):
     """decode=static writes the prompt into a preallocated cache (what lets a GPU compile the decode):
     the method must still get exactly the prompt's keys, and greedy tokens must not change."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, StaticCache
+    from transformers import StaticCache
 
     from s2o_eval.patching import use_method
 
-    torch.manual_seed(0)
-    cfg = Gemma3TextConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                           num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=8,
-                           layer_types=["sliding_attention", "sliding_attention", "full_attention"],
-                           max_position_embeddings=256)
-    model = Gemma3ForCausalLM(cfg).eval()
+    model = _tiny_gemma()
     ids = torch.randint(1, 128, (1, prompt_len), generator=torch.Generator().manual_seed(3))  # 0 is the pad id
     with torch.no_grad():
         reference = model.generate(ids, max_new_tokens=12, do_sample=False)
         recorder = use_method(model, create("eager"))
+        cache = StaticCache(config=model.config, max_cache_len=64)
         for _ in range(2):  # the second time reuses the emptied cache, as the harness does
-            cache = StaticCache(config=model.config, max_cache_len=64) if _ == 0 else cache
             cache.reset()
             recorder.reset()
             out = model.generate(ids, max_new_tokens=12, do_sample=False, past_key_values=cache)

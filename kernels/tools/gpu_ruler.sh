@@ -8,8 +8,7 @@
 #   bash kernels/tools/gpu_ruler.sh suites    # LongBench-v2 / InfiniteBench on fixture data at 16K
 #
 # Run directories live in $RUNS (default /tmp/runs, kept while the machine is warm); each step tars
-# them into $OUT/runs.tgz. Measured 2026-11-22: ~0.8 s a sample with the compiled decode (fa2 + fa3,
-# 880 samples: ~13 minutes).
+# them into $OUT/runs.tgz.
 set -u
 . kernels/tools/gpu_setup.sh
 R=${RUNS:-/tmp/runs}

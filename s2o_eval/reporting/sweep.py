@@ -67,12 +67,12 @@ def evaluate_sweep(baseline: LoadedRun, candidates: list[LoadedRun], parameter: 
     wanted = sum(len(cell_scores[cell]) for cell in solid)
     points = []
     for run in candidates:
-        pairs = [(base[key], float(r["score"])) for r in run.samples
-                 if (key := sample_key(r)) in base and key[:2] in solid]
-        cells = {sample_key(r)[:2] for r in run.samples if sample_key(r) in base and sample_key(r)[:2] in solid}
-        before, after = [b for b, _ in pairs], [a for _, a in pairs]
+        scores = {key: float(r["score"]) for r in run.samples if (key := sample_key(r)) in base and key[:2] in solid}
+        before, after = [base[key] for key in scores], list(scores.values())
+        pairs = list(zip(before, after))
         points.append(SweepPoint(
-            label=run.label, value=(run.config.get("method_args") or {}).get(parameter), cells=len(cells),
+            label=run.label, value=(run.config.get("method_args") or {}).get(parameter),
+            cells=len({key[:2] for key in scores}),
             samples=len(pairs), mean_delta=(sum(after) - sum(before)) / len(pairs) if pairs else None,
             p_value=paired_p_value(before, after) if pairs else None, missing=wanted - len(pairs)))
     points.sort(key=lambda p: p.value, reverse=True)
