@@ -12,9 +12,11 @@ summary once all are done (see ``distributed``).
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -246,8 +248,10 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
 
     device = distributed.device_for(place, request.device)
     distributed.init(place, device)
+    load_started = time.perf_counter()
     if loaded is None:
         loaded = load_model(request.model, device=device, dtype=request.dtype)
+    load_s = time.perf_counter() - load_started
     _check_window(request, loaded)
     use_template = resolve_chat_template(request.chat_template, loaded.chat_template)
     overhead = template_overhead(loaded.tokenizer, use_template)
@@ -267,12 +271,22 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
         lm = S2OEvalLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, method=method,
                        max_length=max(max(request.ctx), loaded.max_window), batch_size=1,
                        device=str(loaded.model.device), decode=config["decode"])
+        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        eval_started, done_before = time.perf_counter(), len(run_dir.done_keys())
+        phases: dict[str, float] = {}
         skipped = _evaluate_into(run_dir, lm, refs, request, loaded, use_template, overhead, report, progress,
-                                 place)
+                                 place, phases)
         distributed.barrier(place)  # every shard is complete
         if place.is_main:
             run_dir.merge_shards()  # also shards a crashed earlier data-parallel run left behind
             run_dir.write_summary()
+            # the slowest process sets the pace: eval_s runs from the start to the barrier all passed
+            run_dir.append_session({"started": started, "processes": place.world_size,
+                                    "evaluated": len(run_dir.done_keys()) - done_before,
+                                    "load_s": round(load_s, 2),
+                                    "eval_s": round(time.perf_counter() - eval_started, 2),
+                                    **{k: round(v, 2) for k, v in phases.items()}})
+            load_s = 0.0  # later methods of the same command share the load
         distributed.barrier(place)
         outcomes.append(RunOutcome(run_dir, run_dir.summary(), skipped))
     distributed.finish(place)
@@ -281,9 +295,15 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
 
 def _evaluate_into(run_dir: RunDir, lm, refs: list[TaskRef], request: RunRequest, loaded, use_template: bool,
                    overhead: int, report: Callable[[str], None], progress: bool,
-                   place: distributed.Place = distributed.Place()) -> list[str]:
+                   place: distributed.Place = distributed.Place(), phases: dict[str, float] | None = None) -> list[str]:
     """Every (ctx, task, sample) of the request not yet in the run directory, one lm-eval call each;
-    in a data-parallel run, this process's share of them: every world_size-th, from its rank."""
+    in a data-parallel run, this process's share of them: every world_size-th, from its rank.
+
+    phases, when given, receives this process's seconds spent building the tasks (every process builds
+    all of them, to agree on the shares) and warming up (compiling the decode step per length)."""
+    phases = {} if phases is None else phases
+    phases["build_s"] = phases["warmup_s"] = 0.0
+    build_started = time.perf_counter()
     from lm_eval.evaluator import evaluate
     from lm_eval.tasks import TaskManager, get_task_dict
     from s2o_tasks import TASKS_DIR
@@ -314,6 +334,7 @@ def _evaluate_into(run_dir: RunDir, lm, refs: list[TaskRef], request: RunRequest
             if todo:
                 plans.append((ctx, ref, task_dict, todo))
 
+    phases["build_s"] = time.perf_counter() - build_started
     total = sum(len(todo) for *_, todo in plans)
     # every process has read what is done before any appends: all hold the same todo list
     distributed.barrier(place)
@@ -325,7 +346,9 @@ def _evaluate_into(run_dir: RunDir, lm, refs: list[TaskRef], request: RunRequest
         for ctx, ref, task_dict, todo in plans:
             bar.describe(f"{ref.label} {ctx_label(ctx)}")
             if ctx not in warmed:
+                warm_started = time.perf_counter()
                 lm.warm_up(min(ctx, loaded.max_window if not request.allow_beyond_window else ctx) - 128)
+                phases["warmup_s"] += time.perf_counter() - warm_started
                 warmed.add(ctx)
             for position, index in todo:
                 lm.measurements.clear()

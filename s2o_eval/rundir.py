@@ -6,6 +6,8 @@
     <run>/samples.rank<r>.jsonl  what process r of a data-parallel run appended; merged into
                           samples.jsonl (and removed) when the run ends
     <run>/summary.json    {"config", "env", "results": [...]} recomputed from samples.jsonl
+    <run>/sessions.jsonl  one line per command that worked on the run: when, how many processes,
+                          samples evaluated, seconds spent loading and evaluating (reports/scale/)
 
 Reports and comparisons read these files only, so runs made elsewhere compare the same way.
 """
@@ -80,6 +82,10 @@ class RunDir:
     def append_path(self) -> Path:
         """Where this process appends: its own shard in a data-parallel run, else samples.jsonl."""
         return self.samples_path if self.shard is None else self.path / f"samples.rank{self.shard}.jsonl"
+
+    @property
+    def sessions_path(self) -> Path:
+        return self.path / "sessions.jsonl"
 
     def shard_paths(self) -> list[Path]:
         return sorted(self.path.glob("samples.rank*.jsonl"))
@@ -156,6 +162,18 @@ class RunDir:
 
     def done_keys(self) -> set[tuple[str, int, int]]:
         return {sample_key(r) for r in self.samples()}
+
+    # -- sessions --------------------------------------------------------------------------------
+    def append_session(self, session: dict[str, Any]) -> None:
+        """Record one command's work on this run (written by one process, after the merge)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.sessions_path, "a") as fh:
+            fh.write(json.dumps(session, default=str) + "\n")
+
+    def sessions(self) -> list[dict[str, Any]]:
+        if not self.sessions_path.exists():
+            return []
+        return [json.loads(line) for line in self.sessions_path.read_text().splitlines() if line.strip()]
 
     # -- summary ---------------------------------------------------------------------------------
     def write_summary(self) -> dict[str, Any]:

@@ -240,6 +240,28 @@ def test_run_bench_records_and_markdown(tmp_path, test_methods):
     assert "## Speed at matched error" in text and "never speedup" not in text
 
 
+def test_variants_run_one_method_under_two_configurations(tmp_path, test_methods):
+    path = tmp_path / "cap.pt"
+    make_capture(path, layers=(0,), q_heads=4, kv_heads=2, tokens=64, head_dim=16)
+    request = BenchRequest(workloads=[str(path)], methods=["test_window", "test_window/narrow"],
+                           method_args={"test_window/narrow": {"window": "8"}},
+                           sweeps={"test_window": ("window", ["32", "16"])}, reps=1, warmup=0,
+                           device="cpu", name="variants", out_dir=tmp_path)
+    records = run_bench(request, progress=False).records
+    assert [(r["method"], r["params"]["window"]) for r in records] == [
+        ("test_window", 32), ("test_window", 16), ("test_window/narrow", 8)]
+    assert records[2]["rel_l2"] > records[1]["rel_l2"] > records[0]["rel_l2"]  # its own window, not the sweep's
+    with pytest.raises(UserError, match="twice"):
+        run_bench(BenchRequest(workloads=[str(path)], methods=["sdpa", "sdpa"], device="cpu", out_dir=tmp_path),
+                  progress=False)
+
+
+def test_s2o_variants_are_not_peers():
+    from s2o_eval.bench.pareto import _best_peer
+
+    assert _best_peer({"s2o": 0.2, "s2o/head": 0.1, "token_oracle": 0.05, "pbs": 0.4}) == ("pbs", 0.4)
+
+
 def test_run_bench_kernel_sparse_method_matches_reference(tmp_path, test_methods):
     path = tmp_path / "cap.pt"
     make_capture(path, layers=(0,), q_heads=2, kv_heads=1, tokens=64, head_dim=64, dtype=torch.float16)

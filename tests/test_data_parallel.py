@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 
 from s2o_eval.distributed import Place, relaunch_args
 from s2o_eval.evaluation import _share
+from s2o_eval.reporting.scale import scale_report
 from s2o_eval.rundir import RunDir
 
 from tiny import make_tiny_llama
@@ -87,6 +89,34 @@ def test_two_processes_give_what_one_gives(two_runs):
     assert not two.shard_paths()  # merged into samples.jsonl
     assert len(two.samples_path.read_text().splitlines()) == 4
     assert parallel.stdout.count("niah_single_1") == 1  # one process prints the table
+    (session_one,), (session_two,) = one.sessions(), two.sessions()
+    assert (session_one["processes"], session_one["evaluated"]) == (1, 4)
+    assert (session_two["processes"], session_two["evaluated"]) == (2, 4)
+    assert session_two["eval_s"] > 0 and session_two["load_s"] > 0
+
+
+def test_scale_report_finds_identical_results(two_runs, tmp_path):
+    one, two, _, _ = two_runs
+    result = scale_report([two.path, one.path], tmp_path / "scale")
+    base, parallel = result["runs"]
+    assert (base["processes"], parallel["processes"]) == (1, 2)  # the fewest processes is the baseline
+    assert parallel["identical_to_base"] and parallel["same_scores"] and parallel["speedup_wall"] > 0 and base["speedup_wall"] == 1.0
+    text = (tmp_path / "scale" / "report.md").read_text()
+    assert "| " + two.path.name + " | 2 | 4 |" in text
+    # a changed prediction is found and named; the scores still agree
+    records = [json.loads(line) for line in two.samples_path.read_text().splitlines()]
+    copy = tmp_path / "changed"
+    shutil.copytree(two.path, copy)
+    records[1]["prediction"] = records[1]["prediction"] + " (changed)"
+    (copy / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    changed = scale_report([one.path, copy], tmp_path / "scale2")["runs"][1]
+    assert not changed["identical_to_base"] and changed["same_scores"] and changed["differences"] == [
+        f"{(records[1]['task'], records[1]['ctx'], records[1]['index'])}: different prediction"]
+    # a changed score fails the check
+    records[2]["score"] = 100.0 - records[2]["score"]
+    (copy / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    changed = scale_report([one.path, copy], tmp_path / "scale3")["runs"][1]
+    assert not changed["same_scores"] and changed["n_differences"] == 2
 
 
 def test_a_dead_rank_loses_only_its_unfinished_sample(two_runs, tiny_model, hook_dir, tmp_path):
@@ -117,6 +147,7 @@ def test_a_dead_rank_loses_only_its_unfinished_sample(two_runs, tiny_model, hook
     assert {k: v for k, v in after[key].items() if k not in TIMING} == \
         {k: v for k, v in lost.items() if k not in TIMING}
     assert two.summary()["results"][0]["n"] == 2
+    assert [(s["processes"], s["evaluated"]) for s in two.sessions()][-1] == (1, 1)
 
 
 def test_samples_are_shared_round_robin_across_tasks():

@@ -6,6 +6,8 @@
 #   bash kernels/tools/gpu_ruler.sh sweep     # s2o at each tau of $TAUS (largest first) until one passes
 #   bash kernels/tools/gpu_ruler.sh nightly   # choose tau from the sweep; nightly run + baseline with it
 #   bash kernels/tools/gpu_ruler.sh suites    # LongBench-v2 / InfiniteBench on fixture data at 16K
+#   bash kernels/tools/gpu_ruler.sh scale N   # on a multi-GPU host: one RULER selection with --gpus N
+#                                             # (run it with 1, then 2); the scale report once both exist
 #
 # Run directories live in $RUNS (default /tmp/runs, kept while the machine is warm); each step tars
 # them into $OUT/runs.tgz.
@@ -37,7 +39,7 @@ print(sweep.chosen.value if sweep.chosen else "")
 PY
 }
 
-case "${1:?step: dense, sweep, nightly or suites}" in
+case "${1:?step: dense, sweep, nightly, suites or scale}" in
   dense) stop python3 -m s2o_eval run $RULER --method fa2,fa3 --runs-dir "$R" 2>&1 | tail -3 ;;
   sweep)  # largest first; the first tau that passes is the largest that does: stop there
     for tau in ${TAUS:-0.003 0.001 0.0003}; do
@@ -50,6 +52,13 @@ case "${1:?step: dense, sweep, nightly or suites}" in
     stop python3 -m s2o_eval run --suite nightly --method s2o --method-args "tau=$tau" --decode static \
       --out "$R/nightly-s2o" -q 2>&1 | tail -3
     python3 -m s2o_eval regress "$R/nightly-s2o" --against "$OUT/nightly-gemma3-270m-h100.json" --update ;;
+  scale)  # each N into a fresh run directory: a session timed as one piece
+    n=${2:?scale N: the number of GPUs}
+    rm -rf "$R/scale-$n"
+    stop python3 -m s2o_eval run --task ruler --ctx ${CTX:-8k} --limit ${LIMIT:-20} --method fa2 --decode static -q \
+      --gpus "$n" --out "$R/scale-$n" 2>&1 | tail -3
+    ls -d "$R"/scale-* >/dev/null 2>&1 && [ "$(ls -d "$R"/scale-* | wc -l)" -ge 2 ] \
+      && python3 -m s2o_eval scale "$R"/scale-* --out "$OUT/scale" ;;
   suites)
     tau=${TAU:-$(chosen_tau)}
     python3 -c "import sys; sys.path.insert(0, 'tests'); import suite_fixtures as f; f.write('/tmp/fixtures', scale=8)"

@@ -158,7 +158,9 @@ def render_markdown(records: list[dict[str, Any]], plots: dict[tuple, dict[str, 
              "measured in this run on the same inputs; absolute times hold only for the device above. "
              "Density = QK pairs computed / causal pairs; rel L2 and MSE are against an exact fp32 dense "
              "reference. Efficiency = dense ms x density / execute ms: the share of the dense kernel's "
-             "per-pair speed that the method's executor reaches.", ""]
+             "per-pair speed that the method's executor reaches. Oracles (token_oracle, block_oracle) plan from "
+             "the dense attention itself: their plan is timed once and their total is plan + execute, a "
+             "yardstick, not a method.", ""]
     if any(r["workload_kind"] == "random" for r in records):
         lines += ["> Random inputs give near-uniform attention, the worst case for sparse methods: their "
                   "tables show overhead, never speedup.", ""]

@@ -52,6 +52,11 @@ def error_at_cost(front: list[tuple[float, float]], cost: float) -> float | None
     return _interpolate(sorted((c, e) for e, c in front), cost)
 
 
+def is_s2o_variant(method: str) -> bool:
+    """Another configuration of S2O (``s2o/head``): compared with S2O, never counted as its peer."""
+    return method.partition("/")[0] == S2O and method != S2O
+
+
 def is_oracle(method: str) -> bool:
     """Oracles (token_oracle, block_oracle) read the true attention: yardsticks, never peers."""
     return "oracle" in method
@@ -96,8 +101,8 @@ def error_at_density_rows(records: list[dict[str, Any]], targets=DENSITY_TARGETS
 
 
 def _best_peer(values: dict[str, float | None]) -> tuple[str | None, float | None]:
-    """The non-oracle peer (not S2O) with the lowest value where it reached the level."""
-    reached = {m: v for m, v in values.items() if m != S2O and not is_oracle(m) and v is not None}
+    """The non-oracle peer (not S2O or a variant of it) with the lowest value where it reached the level."""
+    reached = {m: v for m, v in values.items() if m != S2O and not is_s2o_variant(m) and not is_oracle(m) and v is not None}
     if not reached:
         return None, None
     method = min(reached, key=reached.get)

@@ -110,9 +110,16 @@ def default_name(workloads: list[str], ctx: list[int] | None) -> str:
 
 @dataclass
 class _Point:
+    label: str  # the name in --methods: a registry name, or a variant "<name>/<label>"
     method: AttentionMethod
     args: dict[str, str]
     sweep: dict[str, str] | None
+
+
+def registry_name(label: str) -> str:
+    """``s2o/head`` -> ``s2o``: a variant is a registry method under its own name, so that one run can
+    hold several configurations of one method (each with its own --method-args and --sweep)."""
+    return label.partition("/")[0]
 
 
 def _points(request: BenchRequest) -> list[_Point]:
@@ -124,15 +131,19 @@ def _points(request: BenchRequest) -> list[_Point]:
         if stray:
             raise UserError(f"{option} names {', '.join(stray)}, not in --methods {','.join(request.methods)}: "
                             "add it to --methods")
+    if len(set(request.methods)) < len(request.methods):
+        raise UserError(f"--methods {','.join(request.methods)} names a method twice: give each configuration "
+                        "its own variant name, e.g. --methods s2o,s2o/head --method-args s2o/head:guide=head_mean")
     points = []
-    for name in request.methods:
-        base = dict(request.method_args.get(name, {}))
-        if name in request.sweeps:
-            key, values = request.sweeps[name]
+    for label in request.methods:
+        name = registry_name(label)
+        base = dict(request.method_args.get(label, {}))
+        if label in request.sweeps:
+            key, values = request.sweeps[label]
             for value in values:
-                points.append(_Point(create(name, {**base, key: value}), {**base, key: value}, {key: value}))
+                points.append(_Point(label, create(name, {**base, key: value}), {**base, key: value}, {key: value}))
         else:
-            points.append(_Point(create(name, base), base, None))
+            points.append(_Point(label, create(name, base), base, None))
     return points
 
 
@@ -156,11 +167,15 @@ def measure(method: AttentionMethod, workload: Workload, reference: torch.Tensor
         out = method.execute(q, k, v, plan, scale=scale, stats=stats)
         rel_l2, mse = output_error(out, reference)
         del out
-        ms_plan = median_ms(lambda: method.plan(q, k, scale=scale), device=device, reps=reps, warmup=warmup)
         ms_execute = median_ms(lambda: method.execute(q, k, v, plan, scale=scale), device=device, reps=reps,
                                warmup=warmup)
-        ms_total = median_ms(lambda: method.execute(q, k, v, method.plan(q, k, scale=scale), scale=scale),
-                             device=device, reps=reps, warmup=warmup)
+        if method.yardstick:  # its plan reads the dense attention: one timed plan says enough
+            ms_plan = median_ms(lambda: method.plan(q, k, scale=scale), device=device, reps=1, warmup=0)
+            ms_total = ms_plan + ms_execute
+        else:
+            ms_plan = median_ms(lambda: method.plan(q, k, scale=scale), device=device, reps=reps, warmup=warmup)
+            ms_total = median_ms(lambda: method.execute(q, k, v, method.plan(q, k, scale=scale), scale=scale),
+                                 device=device, reps=reps, warmup=warmup)
         del plan
     else:
         out = method.prefill(q, k, v, scale=scale, stats=stats)
@@ -188,7 +203,7 @@ def _run_point(point: _Point, base: dict[str, Any], workload: Workload, referenc
                request: BenchRequest, device: str) -> dict[str, Any]:
     """The record of one configured method on one workload: measured, or skipped with the reason."""
     method = point.method
-    record = {**base, "method": method.name, "dense": not method.sparse, "args": point.args,
+    record = {**base, "method": point.label, "dense": not method.sparse, "args": point.args,
               "params": method.params(), "sweep": point.sweep, "skipped": None,
               "note": method.fallback_note() if isinstance(method, SparseMethod) else None,
               "ms_plan": None, "ms_execute": None, "ms_total": None, "plan_share": None,
@@ -257,13 +272,12 @@ def run_bench(request: BenchRequest, *, progress: bool = True, console: Console 
                         "device": device_label, "versions": versions, "reps": request.reps,
                         "warmup": request.warmup}
                 for point in points:
-                    method = point.method
-                    bar.update(task, description=f"{workload.name} N={n_ctx}: {method.name} {point.args or ''}")
+                    bar.update(task, description=f"{workload.name} N={n_ctx}: {point.label} {point.args or ''}")
                     record = _run_point(point, base, workload, reference, request, device)
                     reason = record["skipped"]
-                    if reason and (method.name, reason) not in told:  # once per method, not per sweep point
-                        told.add((method.name, reason))
-                        console.print(f"[yellow]skipped[/] {escape(f'{method.name} on {workload.name} N={n_ctx}: {reason}')}")
+                    if reason and (point.label, reason) not in told:  # once per method, not per sweep point
+                        told.add((point.label, reason))
+                        console.print(f"[yellow]skipped[/] {escape(f'{point.label} on {workload.name} N={n_ctx}: {reason}')}")
                     group.append(record)
                     write_records(json_path, records + group)
                     bar.advance(task)

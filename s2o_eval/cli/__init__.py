@@ -24,6 +24,7 @@ COMMANDS = [
     ("regress", "regress"),
     ("bench", "bench"),
     ("capture", "capture"),
+    ("scale", "scale"),
 ]
 
 

@@ -24,6 +24,9 @@ COMMAND_KWARGS = {
               "  s2o-eval bench --workload captures/gemma-3-270m-128k.pt --ctx 32k,128k --allow-beyond-window "
               "--methods fa2,cudnn,fa3,s2o,token_oracle --sweep s2o:tau=0.01,0.003,0.001 "
               "--sweep token_oracle:tau=0.01,0.003,0.001 --name gemma-h100\n\n"
+              "  s2o-eval bench --workload captures/gemma-3-270m-128k.pt --ctx 128k --allow-beyond-window "
+              "--methods fa3,s2o,s2o/head --method-args s2o/head:guide=head_mean --sweep s2o:tau=0.003,0.001 "
+              "--sweep s2o/head:tau=0.003,0.001\n\n"
               "  s2o-eval bench --render reports/bench/gemma-h100.json --out-dir /tmp/report",
 }
 
@@ -53,7 +56,7 @@ def print_records(records: list[dict[str, Any]], console: Console | None = None)
 def command(
     workload: Annotated[Optional[list[str]], typer.Option("--workload", "-w", help="a capture file (s2o-eval capture) or llama8b-random; repeatable")] = None,
     ctx: Annotated[Optional[str], typer.Option("--ctx", help="lengths, e.g. 32k,128k (default for a capture: all it holds)")] = None,
-    methods: Annotated[str, typer.Option("--methods", help="comma-separated methods (see `s2o-eval methods`)")] = "fa2,cudnn,fa3,s2o,token_oracle",
+    methods: Annotated[str, typer.Option("--methods", help="comma-separated methods (see `s2o-eval methods`); NAME/VARIANT runs NAME again under its own --method-args and --sweep, e.g. s2o,s2o/head")] = "fa2,cudnn,fa3,s2o,token_oracle",
     sweep: Annotated[Optional[list[str]], typer.Option("--sweep", help="method:param=v1,v2,... one point per value, e.g. s2o:tau=0.01,0.003; repeatable")] = None,
     method_args: Annotated[Optional[list[str]], typer.Option("--method-args", help="method:key=value,..., e.g. s2o:segment=512; repeatable")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="report name: <out-dir>/<name>.json and .md")] = None,

@@ -68,6 +68,9 @@ class SparseMethod(AttentionMethod):
     shared index-guided executor on the plan. The bench times the two halves separately."""
 
     sparse: ClassVar[bool] = True
+    # an oracle that plans from the dense attention it should avoid: its plan time means nothing, so
+    # the bench times its plan once instead of reps times (at 128K one plan takes seconds)
+    yardstick: ClassVar[bool] = False
 
     @abstractmethod
     def plan(self, q: torch.Tensor, k: torch.Tensor, *, scale: float):

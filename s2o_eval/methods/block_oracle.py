@@ -22,6 +22,7 @@ class BlockOracle(BlockSparseMethod):
     """
 
     name = "block_oracle"
+    yardstick = True
     summary = "yardstick: key blocks ranked by true attention mass, cumulative threshold"
 
     threshold: float = 0.95

@@ -23,6 +23,7 @@ class TokenOracle(SparseMethod):
     """
 
     name = "token_oracle"
+    yardstick = True
     summary = "yardstick: keys ranked by each tile's true attention mass, S2O's stop rule"
 
     tau: float = 0.003
