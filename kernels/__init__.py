@@ -1,7 +1,7 @@
 """S2O kernels: the plan contract, the index-guided sparse attention executor (Triton) and its
 plain-PyTorch references. Import name ``s2o_kernels`` (the folder is ``kernels/``)."""
 
-from .executor import ExecConfig, ExecStats, sparse_attention, triton_sparse_attention
+from .executor import ExecConfig, ExecStats, sparse_attention
 from .plan import Plan, dense_plan
 from .oracle import token_oracle_plan
 from .planner import s2o_plan, torch_s2o_plan
@@ -20,5 +20,4 @@ __all__ = [
     "sparse_attention",
     "torch_dense_causal",
     "torch_sparse_attention",
-    "triton_sparse_attention",
 ]

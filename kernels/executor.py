@@ -21,11 +21,8 @@ the environment variable ``S2O_EXEC_CONFIG="block_m=32,block_n=32,num_warps=8,nu
 pins one (the CPU interpreter always runs one pinned config). Tile shapes change which keys the stopping
 rule visits, so with tau > 0 they are never autotuned: they default to DEFAULT_ROWS x DEFAULT_BLOCK_N.
 
-Measured on an H100 (triton 3.6, Llama-3.1-8B shape 32/8 heads, head dim 128, bf16, random key lists
-holding 10% of each prefix, autotuned, 2026-11-22): 128K in 36.9 ms at density 0.107 with tau = 0, i.e.
-~0.6 of FA3's per-pair speed (FA3 204 ms dense, BENCHMARKS.md); 32K 2.8 ms at density 0.128. The
-stopping walk (tau > 0) costs ~25% more per chunk (46.3 ms at 128K): about half is the per-chunk
-cross-warp reduction of the stop test, half the restart of the software pipeline at each burst.
+Measured speed is in reports/bench/s2o-h100.md: at 128K on the gemma capture, 0.61 of FA3's per-pair
+speed at tau = 0 and 0.54 at the default tau (reports/bench/NOTES.md decomposes the rest).
 """
 
 from __future__ import annotations
@@ -44,15 +41,15 @@ from .plan import Plan
 
 HEAD_DIMS = (64, 128, 256)
 DEFAULT_ROWS = 128  # rows of a tile's matrix products (query positions x packed GQA heads)
-# Keys per chunk, the stopping rule's granularity at tau > 0, by head dim: the fastest measured on an
-# H100 for gathered lists (head dim 128: 32 beat 64 by ~20%; head dim 256: 64 beat 32 by ~30%).
+# Keys per chunk, the stopping rule's granularity at tau > 0, by head dim: the fastest in development
+# timings on an H100 for gathered lists (not recorded in reports/).
 DEFAULT_BLOCK_N = {64: 64, 128: 32, 256: 64}
 DEFAULT_STOP_BURST = 4
 CONFIG_ENV = "S2O_EXEC_CONFIG"
 # What ends a tile's walk at tau > 0. "chunk": the newest chunk brought every row < tau of its mass (stops
 # far too early on diffuse rows, where every chunk is a sliver of a large unseen rest). "tail": with keys
 # in descending estimated importance, unseen mass <= keys left x the newest chunk's largest per-key mass;
-# stop once that bound is < tau of every row's mass. Untested on a GPU and unmeasured so far (NOTES.md).
+# stop once that bound is < tau of every row's mass. Measured on the H100: reports/bench/NOTES.md.
 STOP_RULES = ("chunk", "tail")
 
 
@@ -371,8 +368,8 @@ def _prune_configs(configs, named_args, **kwargs):
     Tile shapes: the requested ones (always requested at tau > 0, where they change which keys are
     visited), a tile of positions dividing the segment, and register room. The burst only matters
     to the tau > 0 walk, so tau = 0 keeps a single burst value; a tau > 0 walk tunes the burst (exact
-    at any value) and the stages. Measured on an H100 (triton 3.6): wider chunks than 64 keys or
-    deeper pipelines than 3 stages never won on gathered lists; head dim 256 with 128-key chunks spills.
+    at any value) and the stages. In development timings on an H100 (not recorded in reports/), wider
+    chunks than 64 keys or deeper pipelines than 3 stages never won on gathered lists.
     """
     args = {**named_args, **kwargs}
     head_dim, heads_pp, segment = args["HEAD_DIM"], args["HEADS_PER_PROG"], args["SEGMENT"]
@@ -501,6 +498,11 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, tau: float, stop_rule: str) -
         raise ValueError(f"q_heads ({q_heads}) must be a multiple of kv_heads ({k.shape[1]})")
     if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau >= 0):
         raise ValueError(f"tau must be a finite number >= 0; got {tau!r}")
+    check_stop_rule_name(stop_rule)
+
+
+def check_stop_rule_name(stop_rule: str) -> None:
+    """Reject a stop rule the executor does not know (one of STOP_RULES)."""
     if stop_rule not in STOP_RULES:
         raise ValueError(f"stop_rule must be one of {', '.join(STOP_RULES)}; got {stop_rule!r}")
 
@@ -613,8 +615,6 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
     n_tiles = triton.cdiv(n_ctx, used.block_m)
     return out, _exec_stats(chunks[..., :n_tiles], plan, n_ctx, group, shared, used)
 
-
-triton_sparse_attention = sparse_attention
 
 
 def _exec_stats(chunks: Tensor, plan: Plan, n_ctx: int, group: int, shared: bool, used: ExecConfig) -> ExecStats:

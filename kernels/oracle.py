@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .plan import Plan
+from .plan import Plan, plan_layout, segment_plan
 from .planner import validate_layout
 
 # Score elements held at once per block of rows (fp32): bounds memory at long contexts.
@@ -64,8 +64,7 @@ def token_oracle_plan(q: Tensor, k: Tensor, *, segment: int, sinks: int, block_m
     group = q_heads // k.shape[1]
     scale = dim ** -0.5 if scale is None else scale
     n_seg = -(-n_ctx // segment)
-    lengths = (torch.arange(n_seg, dtype=torch.int64) * segment - sinks).clamp(min=0)
-    starts = torch.cumsum(lengths, 0) - lengths
+    lengths, _ = plan_layout(n_ctx, segment, sinks)
     positions = torch.arange(n_ctx, device=q.device)
     in_prefix = (positions[None, :] >= sinks) & (positions[None, :] < (torch.arange(n_seg, device=q.device) * segment)[:, None])
     keep = positions[None, :] < lengths.to(q.device)[:, None]
@@ -81,13 +80,6 @@ def token_oracle_plan(q: Tensor, k: Tensor, *, segment: int, sinks: int, block_m
         if not isinstance(query_order, Tensor) or tuple(query_order.shape) != (batch, q_heads, n_ctx):
             raise ValueError(f"query_order must be a tensor of shape {(batch, q_heads, n_ctx)}")
         query_order = query_order.to(device=q.device, dtype=torch.int32).contiguous()
-    plan = Plan(
-        segment=segment,
-        sinks=sinks,
-        key_index=key_index,
-        list_start=starts.to(q.device).expand(batch, q_heads, -1).contiguous(),
-        list_len=lengths.to(torch.int32).to(q.device).expand(batch, q_heads, -1).contiguous(),
-        query_order=query_order,
-    )
+    plan = segment_plan(q, segment, sinks, key_index, query_order)
     plan.check(q, k, block_m=block_m)
     return plan

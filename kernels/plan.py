@@ -41,10 +41,6 @@ class Plan:
         """H_plan: the number of plan heads (kv heads when shared by a GQA group, else q heads)."""
         return int(self.key_index.shape[1])
 
-    def shares_lists(self, q_heads: int, kv_heads: int) -> bool:
-        """True when one list serves the G query heads of a kv head (H_plan == kv_heads)."""
-        return self.heads == kv_heads
-
     def check(self, q: Tensor, k: Tensor, *, block_m: int | None = None, thorough: bool = False) -> None:
         """Raise ValueError, saying what is wrong, when this plan does not fit ``q`` and ``k``.
 
@@ -124,6 +120,32 @@ def _check_tensor(name: str, tensor: Tensor, dtype: torch.dtype, ndim: int, devi
         raise ValueError(f"plan.{name} is on {tensor.device}, q is on {device}: build the plan on q's device")
 
 
+def plan_layout(n_ctx: int, segment: int, sinks: int) -> tuple[Tensor, Tensor]:
+    """Lengths and starts of the segment lists: segment s lists its prefix [sinks, s * segment).
+
+    Returns ``(list_len int64 (n_seg,), list_start int64 (n_seg,))``; the lists are concatenated.
+    """
+    n_seg = -(-n_ctx // segment)
+    lengths = (torch.arange(n_seg, dtype=torch.int64) * segment - sinks).clamp(min=0)
+    return lengths, torch.cumsum(lengths, 0) - lengths
+
+
+def segment_plan(q: Tensor, segment: int, sinks: int, key_index: Tensor,
+                 query_order: Tensor | None = None) -> Plan:
+    """The Plan of ``key_index`` ``(batch, H_plan, total)``, laid out by ``plan_layout``: every list of
+    a plan head holds its segment's whole prefix, in the planner's order."""
+    lengths, starts = plan_layout(q.shape[2], segment, sinks)
+    batch, h_plan = key_index.shape[:2]
+    return Plan(
+        segment=segment,
+        sinks=sinks,
+        key_index=key_index,
+        list_start=starts.to(q.device).expand(batch, h_plan, -1).contiguous(),
+        list_len=lengths.to(torch.int32).to(q.device).expand(batch, h_plan, -1).contiguous(),
+        query_order=query_order,
+    )
+
+
 def dense_plan(q: Tensor, k: Tensor, segment: int, sinks: int = 0, block_m: int | None = None, *,
                per_head: bool = False) -> Plan:
     """An identity-order plan whose lists hold every prefix key in position order.
@@ -134,20 +156,10 @@ def dense_plan(q: Tensor, k: Tensor, segment: int, sinks: int = 0, block_m: int 
     """
     batch, q_heads, n_ctx, _ = q.shape
     h_plan = q_heads if per_head else k.shape[1]
-    n_seg = -(-n_ctx // segment)
-    seg_starts = torch.arange(n_seg, dtype=torch.int64) * segment
-    lengths = (seg_starts - sinks).clamp(min=0)
-    starts = torch.cumsum(lengths, 0) - lengths
+    lengths, _ = plan_layout(n_ctx, segment, sinks)
     # Segment s's list is [sinks, s * segment); built as one arange per segment, concatenated.
     pieces = [torch.arange(sinks, int(sinks + n), dtype=torch.int32) for n in lengths.tolist()]
     keys = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.int32)
-    plan = Plan(
-        segment=segment,
-        sinks=sinks,
-        key_index=keys.to(q.device).expand(batch, h_plan, -1).contiguous(),
-        list_start=starts.to(q.device).expand(batch, h_plan, -1).contiguous(),
-        list_len=lengths.to(torch.int32).to(q.device).expand(batch, h_plan, -1).contiguous(),
-        query_order=None,
-    )
+    plan = segment_plan(q, segment, sinks, keys.to(q.device).expand(batch, h_plan, -1).contiguous())
     plan.check(q, k, block_m=block_m)
     return plan

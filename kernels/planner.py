@@ -20,9 +20,11 @@ Two implementations with one signature:
 
 Guides (``guide=``), measured in PLANNER_NOTES.md:
 
-- ``"head_mean"`` (default): one list per query head (H_plan = q_heads); the guide is the mean of the
-  segment's queries over its tokens. 15-21% lower density than ``"mean"`` at equal error on real
-  attention (8K-16K tokens), for G times the planning work.
+- ``"head_mean"`` (this function's default; the ``s2o`` method passes ``"mean"``): one list per query
+  head (H_plan = q_heads); the guide is the mean of the segment's queries over its tokens. 15-21% lower
+  density than ``"mean"`` at equal error on real attention at 8K-16K (CPU tables), for G times the
+  planning work; on the H100 the executor then loses its GQA sharing and runs slower overall
+  (reports/bench/NOTES.md).
 - ``"mean"``: one list per kv head (H_plan = kv_heads, shared by its G query heads, which the executor
   then walks as one tile); the guide is the mean over the tokens and over the G heads.
 - ``"head_mix"`` (PyTorch twin only, a measured dead end): one shared list per kv head ranked by the
@@ -43,7 +45,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .plan import Plan
+from .plan import Plan, plan_layout, segment_plan
 
 DEFAULT_SEGMENT = 1024
 DEFAULT_SINKS = 64
@@ -84,16 +86,6 @@ def _validate(q: Tensor, k: Tensor, segment: int, sinks: int, block_m: int, guid
         raise ValueError(f"guide must be one of {GUIDES}; got {guide!r}")
     if n_buckets < 2 or n_buckets & (n_buckets - 1):
         raise ValueError(f"n_buckets must be a power of two >= 2; got {n_buckets}")
-
-
-def plan_layout(n_ctx: int, segment: int, sinks: int) -> tuple[Tensor, Tensor]:
-    """Lengths and starts of the segment lists: segment s lists its prefix [sinks, s * segment).
-
-    Returns ``(list_len int64 (n_seg,), list_start int64 (n_seg,))``; the lists are concatenated.
-    """
-    n_seg = -(-n_ctx // segment)
-    lengths = (torch.arange(n_seg, dtype=torch.int64) * segment - sinks).clamp(min=0)
-    return lengths, torch.cumsum(lengths, 0) - lengths
 
 
 def segment_guides(q: Tensor, segment: int) -> Tensor:
@@ -149,19 +141,6 @@ def query_order_by_guide(q: Tensor, guides: Tensor, segment: int) -> Tensor:
     return order.reshape(batch, h_plan, n_seg * segment)[..., :n_ctx].to(torch.int32).contiguous()
 
 
-def _new_plan(q, k, segment, sinks, h_plan, key_index, query_order) -> Plan:
-    lengths, starts = plan_layout(q.shape[2], segment, sinks)
-    batch = q.shape[0]
-    return Plan(
-        segment=segment,
-        sinks=sinks,
-        key_index=key_index,
-        list_start=starts.to(q.device).expand(batch, h_plan, -1).contiguous(),
-        list_len=lengths.to(torch.int32).to(q.device).expand(batch, h_plan, -1).contiguous(),
-        query_order=query_order,
-    )
-
-
 def _combine_guide_scores(scores: Tensor, guide: str, scale: float) -> Tensor:
     """(..., n_guides, keys) raw dot products -> (..., keys) ranking scores."""
     if guide != "head_mix":
@@ -212,7 +191,7 @@ def torch_s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sink
     order = None
     if query_permute:
         order = query_order_by_guide(q, guides.mean(3), segment)
-    return _new_plan(q, k, segment, sinks, h_plan, key_index, order)
+    return segment_plan(q, segment, sinks, key_index, order)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -400,7 +379,7 @@ def s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sinks: int
         _rank_prefixes(k, guides.to(k.dtype), key_index, starts.to(q.device), segment, sinks, heads_per_kv,
                        n_buckets, n_coarse, fine_fraction)
     order = query_order_by_guide(q, guides, segment) if query_permute else None
-    return _new_plan(q, k, segment, sinks, h_plan, key_index, order)
+    return segment_plan(q, segment, sinks, key_index, order)
 
 
 CONFIG_ENV = "S2O_PLAN_CONFIG"

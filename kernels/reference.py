@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-from .executor import STOP_RULES
+from .executor import check_stop_rule_name
 from .plan import Plan
 
 
@@ -112,7 +112,7 @@ def check_stop_rule(q: Tensor, k: Tensor, v: Tensor, plan: Plan, chunks: Tensor,
     list's end (tau = 0: always the end). ``rtol`` / ``atol`` absorb fp rounding near tau. Returns a
     list of messages, empty when the counts obey the rule.
     """
-    _check_rule_name(stop_rule)
+    check_stop_rule_name(stop_rule)
     what = "max gain" if stop_rule == "chunk" else "max tail bound"
     batch, q_heads, n_ctx, head_dim = q.shape
     kv_heads = k.shape[1]
@@ -163,11 +163,6 @@ def check_stop_rule(q: Tensor, k: Tensor, v: Tensor, plan: Plan, chunks: Tensor,
     return problems
 
 
-def _check_rule_name(stop_rule: str) -> None:
-    if stop_rule not in STOP_RULES:
-        raise ValueError(f"stop_rule must be one of {', '.join(STOP_RULES)}; got {stop_rule!r}")
-
-
 def _segment_gains(qd: Tensor, kd: Tensor, rows: Tensor, keys: Tensor, plan: Plan, seg: int, n_ctx: int, scale: float,
                    block_n: int, stop_rule: str = "chunk") -> Tensor:
     """(rows, n_chunks) float64: per row slot the largest stop statistic over ``qd``'s heads, for each
@@ -200,7 +195,7 @@ def torch_decide_chunks(q: Tensor, k: Tensor, plan: Plan, tau: float, *, scale: 
     as the executor's programs do: a chunk's statistic (gain or tail bound, by ``stop_rule``, as in
     ``check_stop_rule``) is the max over every row of every head they serve.
     """
-    _check_rule_name(stop_rule)
+    check_stop_rule_name(stop_rule)
     batch, q_heads, n_ctx, head_dim = q.shape
     kv_heads = k.shape[1]
     group = q_heads // kv_heads

@@ -222,6 +222,20 @@ class _Progress:
         self.progress.update(self.bar, completed=n)
 
 
+def configured_methods(request: RunRequest, sweep: list[dict[str, str]] | None = None
+                       ) -> list[tuple[str, AttentionMethod]]:
+    """One (name, method) per method and sweep value, in that order (the runs of one command, all
+    sharing the model load); raises UserError for an unknown method or parameter, or one that
+    cannot run here."""
+    runs = [(name, create(name, dict(request.method_args, **values)))
+            for name in method_names(request.method) for values in (sweep or [{}])]
+    for _, method in runs:
+        reason = method.unavailable_reason()
+        if reason:
+            raise UserError(f"method '{method.name}' is not available here: {reason}")
+    return runs
+
+
 def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = None, *,
                    loaded=None, progress: bool = True,
                    on_error: Callable[[str], None] | None = None) -> list[RunOutcome]:
@@ -235,13 +249,8 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
     if not place.is_main:  # every process meets the same problems: one says so
         report = lambda line: None  # noqa: E731
     refs = parse_tasks(request.tasks)
-    # one run per (method, sweep value), in that order, all sharing the model load
-    runs = [(name, create(name, dict(request.method_args, **values)))
-            for name in method_names(request.method) for values in (sweep or [{}])]
+    runs = configured_methods(request, sweep)
     for _, method in runs:
-        reason = method.unavailable_reason()
-        if reason:
-            raise UserError(f"method '{method.name}' is not available here: {reason}")
         note = getattr(method, "fallback_note", lambda: None)()
         if note and place.is_main:
             print(f"Note: {note}", file=sys.stderr)
@@ -300,7 +309,7 @@ def _evaluate_into(run_dir: RunDir, lm, refs: list[TaskRef], request: RunRequest
     in a data-parallel run, this process's share of them: every world_size-th, from its rank.
 
     phases, when given, receives this process's seconds spent building the tasks (every process builds
-    all of them, to agree on the shares) and warming up (compiling the decode step per length)."""
+    all of them, to agree on the shares) and warming up (one untimed prefill per length)."""
     phases = {} if phases is None else phases
     phases["build_s"] = phases["warmup_s"] = 0.0
     build_started = time.perf_counter()
@@ -347,7 +356,10 @@ def _evaluate_into(run_dir: RunDir, lm, refs: list[TaskRef], request: RunRequest
             bar.describe(f"{ref.label} {ctx_label(ctx)}")
             if ctx not in warmed:
                 warm_started = time.perf_counter()
-                lm.warm_up(min(ctx, loaded.max_window if not request.allow_beyond_window else ctx) - 128)
+                try:
+                    lm.warm_up(ctx - 128)  # _check_window already refused a ctx past the window
+                except torch.cuda.OutOfMemoryError:
+                    raise _out_of_memory(run_dir, f"warming up at {ctx_label(ctx)}") from None
                 phases["warmup_s"] += time.perf_counter() - warm_started
                 warmed.add(ctx)
             for position, index in todo:
@@ -357,19 +369,21 @@ def _evaluate_into(run_dir: RunDir, lm, refs: list[TaskRef], request: RunRequest
                                        bootstrap_iters=0, apply_chat_template=use_template,
                                        verbosity="ERROR")
                 except torch.cuda.OutOfMemoryError:
-                    n_done = len(run_dir.done_keys())
-                    raise UserError(
-                        f"out of GPU memory on {ref.label} at {ctx_label(ctx)} (sample {index}); the {n_done} "
-                        f"finished samples are kept in {run_dir.path}: lower --ctx or free the GPU, then rerun "
-                        "the same command to resume") from None
+                    raise _out_of_memory(run_dir, f"on {ref.label} at {ctx_label(ctx)} (sample {index})") from None
                 logged = results["samples"][ref.lm_eval_name][0]
                 measurement = next(iter(lm.measurements.values()), None)
                 run_dir.append_sample(_sample_record(ref, ctx, index, logged, measurement))
-                if place.world_size > 1:  # the total across processes, as their shards show it
+                if place.world_size > 1 and place.is_main:  # the total across processes, as their shards show it
                     bar.set_completed(len(run_dir.done_keys()) - done_before)
                 else:
                     bar.advance()
     return skipped
+
+
+def _out_of_memory(run_dir: RunDir, where: str) -> UserError:
+    n_done = len(run_dir.done_keys())
+    return UserError(f"out of GPU memory {where}; the {n_done} finished samples are kept in {run_dir.path}: "
+                     "lower --ctx or free the GPU, then rerun the same command to resume")
 
 
 def _share(plans: list, place: distributed.Place) -> list:

@@ -1,9 +1,10 @@
 """Swap a method into a Hugging Face model's prefill attention: one function, ``use_method``.
 
 The method is registered with transformers' ``AttentionInterface`` (and ``AttentionMaskInterface``,
-reusing the SDPA mask) under ``s2o_eval_<name>``, never overriding transformers' own names. Only
-full-causal prefill calls reach the method: sliding-window layers, soft-capped layers, padded batches
-and decode / chunked steps go to transformers' SDPA path with the model's own mask.
+with ``plain_prefill_mask``) under ``s2o_eval_<name>``, never overriding transformers' own names. Only
+full-causal prefill calls reach the method. A sliding-window layer's prefill runs exact chunked
+attention (``sliding.sliding_window_attention``); soft-capped layers, padded batches and decode /
+chunked steps go to transformers' SDPA path with the model's own mask.
 """
 
 from __future__ import annotations

@@ -171,9 +171,16 @@ class RunDir:
             fh.write(json.dumps(session, default=str) + "\n")
 
     def sessions(self) -> list[dict[str, Any]]:
+        """The recorded sessions, oldest first; a torn last line (a run killed mid-write) is ignored."""
         if not self.sessions_path.exists():
             return []
-        return [json.loads(line) for line in self.sessions_path.read_text().splitlines() if line.strip()]
+        sessions = []
+        for line in self.sessions_path.read_text().splitlines():
+            try:
+                sessions.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return sessions
 
     # -- summary ---------------------------------------------------------------------------------
     def write_summary(self) -> dict[str, Any]:

@@ -115,6 +115,13 @@ def test_markdown_tables_and_plot_links(tmp_path):
             assert data.startswith(PNG_SIGNATURE) and len(data) > 1024
 
 
+def test_a_method_whose_outputs_hold_nan_stays_off_the_fronts(tmp_path):
+    records = peer_records() + _sweep("flexprefill", [(float("nan"), 0.3, 30.0), (float("nan"), 0.2, 20.0)])
+    text = write_markdown(tmp_path / "nan.md", records).read_text()  # tables and plots still render
+    assert "| w | 1K | 0.10 | flexprefill |" not in text
+    assert "| w | 1K | 0.10 | pbs | 8.00e-02 | 8.00x |" in text
+
+
 def test_plots_need_two_sweep_points():
     one_point = [_record("fa2", rel_l2=0.002, dense=True), *_sweep("s2o", [(0.01, 0.1, 20.0)])]
     assert write_plots(one_point, "/nonexistent-never-written", "n") == {}

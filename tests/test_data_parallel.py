@@ -120,7 +120,8 @@ def test_scale_report_finds_identical_results(two_runs, tmp_path):
 
 
 def test_a_dead_rank_loses_only_its_unfinished_sample(two_runs, tiny_model, hook_dir, tmp_path):
-    _, two, _, _ = two_runs
+    # on a copy: the module's other tests read the 2-process run as it was made
+    two = RunDir(shutil.copytree(two_runs[1].path, tmp_path / "two"))
     records = [json.loads(line) for line in two.samples_path.read_text().splitlines()]
     # what a 2-process run leaves when rank 1 dies before its last sample: two shards, nothing merged
     for rank in (0, 1):
@@ -160,3 +161,12 @@ def test_samples_are_shared_round_robin_across_tasks():
 
 def test_launched_processes_run_the_command_without_gpus():
     assert relaunch_args(["run", "--gpus", "2", "--task", "ruler", "--gpus=4", "-q"]) == ["run", "--task", "ruler", "-q"]
+
+
+def test_a_bad_method_is_refused_once_before_any_process_starts(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "s2o_eval", "run", "--task", "ruler:vt", "--ctx", "1k", "--method",
+                           "nosuch", "--device", "cpu", "--gpus", "2", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.count("Error: unknown method 'nosuch'") == 1 and "torch.distributed" not in done.stderr
+    assert not (tmp_path / "run").exists()

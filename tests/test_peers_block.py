@@ -205,7 +205,8 @@ def test_fp16_through_the_triton_executor(name):
     plan.check(q, k, thorough=True)
     out = sparse_attention(q, k, v, plan, tau=0.0, config=ExecConfig(block_m=BLOCK, block_n=BLOCK))
     mask = allowed_keys(plan, 64).to(q.device)
-    assert int(plan.list_len.sum()) > 0 and not mask.all()
+    n = 64  # causal pairs per (batch, head) row set; the plan must keep some but not all of them
+    assert int(plan.list_len.sum()) > 0 and int(mask.sum()) < mask.shape[0] * mask.shape[1] * n * (n + 1) // 2
     torch.testing.assert_close(out.float(), masked_attention(q, k, v, mask, scale_of(q)), atol=3e-3, rtol=3e-3)
 
 

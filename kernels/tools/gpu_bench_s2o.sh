@@ -19,7 +19,7 @@ BENCH=(--reps "${REPS:-5}" --warmup 2 --out-dir "$OUT" -q)
 # (timeout runs programs, not the s2o-eval shell function: hence python3 -m s2o_eval)
 stop() { timeout -k 15 -s INT "${LIMIT_S:-560}" "$@"; }
 
-case "${1:?step: tests, capture, s2o, peers or random}" in
+case "${1:?step: tests, capture, s2o, peers, planner or random}" in
   tests)
     python3 -m pytest -q -x tests/test_executor.py tests/test_planner.py tests/test_sparse_methods.py 2>&1 \
       | tail -15 | tee "$OUT/gpu-tests.txt" ;;
@@ -39,7 +39,7 @@ case "${1:?step: tests, capture, s2o, peers or random}" in
       --sweep xattention:threshold=0.8,0.9,0.95,0.99 --sweep pbs:threshold=0.8,0.9,0.95,0.99 \
       --sweep minference:budget_scale=0.25,0.5,1,2 --sweep block_oracle:threshold=0.8,0.9,0.95,0.99 \
       "${BENCH[@]}" 2>&1 | tail -80 ;;
-  planner)  # one guide per 1024 queries ranks keys far worse than the per-tile oracle at 128K: pool fewer
+  planner)  # does pooling fewer queries into a guide, or permuting them, close the gap to the token oracle?
     stop python3 -m s2o_eval bench --workload "$CAPTURE" --ctx ${CTX:-128k} --allow-beyond-window --name "${NAME:-s2o-planner}" \
       --methods fa2,fa3,s2o,s2o/seg256,s2o/seg128,s2o/qperm \
       --sweep s2o:tau=0.0003,0.001,0.003 \

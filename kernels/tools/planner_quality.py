@@ -41,6 +41,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # the Triton planner on the CPU; before importing it
 
 from s2o_kernels.oracle import token_oracle_plan  # noqa: E402
+from s2o_kernels.plan import plan_layout  # noqa: E402
 from s2o_kernels.planner import (  # noqa: E402
     DEFAULT_BUCKETS,
     DEFAULT_COARSE,
@@ -49,7 +50,6 @@ from s2o_kernels.planner import (  # noqa: E402
     DEFAULT_SINKS,
     _guides_for,
     bucket_scales,
-    plan_layout,
     s2o_plan,
     torch_bucket_ids,
     torch_s2o_plan,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..reporting.markdown import fmt_ratio as fmt_speedup
 from ..suites import ctx_label
 from .pareto import DENSITY_TARGETS, error_at_density_rows, s2o_vs_peers
 from .records import BASELINES, ERROR_TARGETS, matched_error_rows, measured
@@ -24,10 +25,6 @@ def fmt_ms(value: float | None) -> str:
 
 def fmt_num(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
-
-
-def fmt_speedup(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
 
 
 def fmt_args(args: dict[str, Any] | None) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-from .records import measured
+from .records import measured, registry_name
 
 DENSITY_TARGETS = (0.05, 0.1, 0.2, 0.3)
 S2O = "s2o"
@@ -52,21 +52,18 @@ def error_at_cost(front: list[tuple[float, float]], cost: float) -> float | None
     return _interpolate(sorted((c, e) for e, c in front), cost)
 
 
-def is_s2o_variant(method: str) -> bool:
-    """Another configuration of S2O (``s2o/head``): compared with S2O, never counted as its peer."""
-    return method.partition("/")[0] == S2O and method != S2O
-
-
 def is_oracle(method: str) -> bool:
     """Oracles (token_oracle, block_oracle) read the true attention: yardsticks, never peers."""
     return "oracle" in method
 
 
 def sweep_groups(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    """(workload, ctx, method) -> the measured records of each sparse method, in record order."""
+    """(workload, ctx, method) -> the measured records of each sparse method, in record order; a point
+    whose output held NaN or Inf (no finite error) has no place on a front."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for record in records:
-        if measured(record) and not record.get("dense") and record.get("density") is not None:
+        if (measured(record) and not record.get("dense") and record.get("density") is not None
+                and record.get("rel_l2") is not None and math.isfinite(record["rel_l2"])):
             groups.setdefault((record["workload"], record["ctx"], record["method"]), []).append(record)
     return groups
 
@@ -101,8 +98,10 @@ def error_at_density_rows(records: list[dict[str, Any]], targets=DENSITY_TARGETS
 
 
 def _best_peer(values: dict[str, float | None]) -> tuple[str | None, float | None]:
-    """The non-oracle peer (not S2O or a variant of it) with the lowest value where it reached the level."""
-    reached = {m: v for m, v in values.items() if m != S2O and not is_s2o_variant(m) and not is_oracle(m) and v is not None}
+    """The non-oracle peer with the lowest value where it reached the level; S2O and its variants
+    (``s2o/head``) are never S2O's peers."""
+    reached = {m: v for m, v in values.items()
+               if registry_name(m) != S2O and not is_oracle(m) and v is not None}
     if not reached:
         return None, None
     method = min(reached, key=reached.get)

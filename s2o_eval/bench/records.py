@@ -4,7 +4,7 @@ speed at matched error.
 A record holds (ARCHITECTURE.md's contract, plus what the report needs)::
 
     name, workload, workload_kind ("capture" | "random"), workload_note, source, beyond_window,
-    method, dense (bool), args (as given: method args + sweep point), params (all, typed), sweep ({param: value} | None),
+    method (its label: ``s2o``, or a variant such as ``s2o/head``), dense (bool), args (as given: method args + sweep point), params (all, typed), sweep ({param: value} | None),
     ctx, shape {B, Hq, Hkv, N, D, dtype}, device, versions {torch, triton, transformers, fa3},
     reps, warmup, ms_plan, ms_execute, ms_total, plan_share, density, density_per_head,
     rel_l2, mse, efficiency, efficiency_vs, speedup {fa2, cudnn, fa3}, skipped (None | reason), note
@@ -24,6 +24,12 @@ from typing import Any, Iterable
 
 BASELINES = ("fa2", "cudnn", "fa3")
 ERROR_TARGETS = (0.01, 0.03, 0.08)
+
+
+def registry_name(method: str) -> str:
+    """``s2o/head`` -> ``s2o``. A record's method is the label given in --methods: a registry name, or a
+    variant ``<name>/<label>``, the same method under its own --method-args and --sweep."""
+    return method.partition("/")[0]
 
 
 def measured(record: dict[str, Any]) -> bool:

@@ -2,7 +2,8 @@
 
 For each workload x ctx the exact fp32 reference is computed once; then each method runs once
 untimed (its output scored against the reference, its density read from its stats), and is timed:
-sparse methods as plan, execute (on a fixed plan) and plan + execute; dense methods as one call.
+sparse methods as plan, execute (on a fixed plan) and plan + execute (oracles: plan once, total =
+plan + execute); dense methods as one call.
 Records are rewritten to JSON after every measurement, so an interrupted bench keeps what finished.
 """
 
@@ -25,7 +26,7 @@ from ..errors import UserError
 from ..methods import AttentionMethod, AttentionStats, create, parse_method_args
 from ..methods.base import SparseMethod
 from .markdown import write_markdown
-from .records import add_ratios, write_records
+from .records import add_ratios, registry_name, write_records
 from .reference import exact_reference, output_error
 from .timing import median_ms
 from .workloads import Workload, captured_tokens, is_random, load_workload
@@ -38,8 +39,9 @@ CUDA_ONLY = ("fa2", "cudnn", "fa3")  # their kernels take CUDA tensors only
 class BenchRequest:
     """What ``s2o-eval bench`` was asked.
 
-    sweeps: method -> (parameter, values as text), e.g. {"s2o": ("tau", ["0.01", "0.003"])};
-    method_args: method -> {parameter: value as text}; ctx None: a capture's full length.
+    methods: labels: registry names, or variants "<name>/<label>" (a second configuration of <name>).
+    sweeps: label -> (parameter, values as text), e.g. {"s2o": ("tau", ["0.01", "0.003"])};
+    method_args: label -> {parameter: value as text}; ctx None: a capture's full length.
     dtype: of random workloads (captures keep their own).
     """
 
@@ -114,12 +116,6 @@ class _Point:
     method: AttentionMethod
     args: dict[str, str]
     sweep: dict[str, str] | None
-
-
-def registry_name(label: str) -> str:
-    """``s2o/head`` -> ``s2o``: a variant is a registry method under its own name, so that one run can
-    hold several configurations of one method (each with its own --method-args and --sweep)."""
-    return label.partition("/")[0]
 
 
 def _points(request: BenchRequest) -> list[_Point]:

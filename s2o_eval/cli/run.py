@@ -11,10 +11,10 @@ from rich.table import Table
 
 from .. import distributed
 from ..errors import UserError
-from ..evaluation import RunRequest, run_evaluation
+from ..evaluation import RunRequest, configured_methods, run_evaluation
 from ..methods import parse_method_args
 from ..models import DEFAULT_MODEL
-from ..suites import ctx_label, load_named_suite, parse_ctx
+from ..suites import ctx_label, load_named_suite, parse_ctx, parse_tasks
 from .options import CtxOpt, DataDirOpt, DeviceOpt, MethodArgsOpt, MethodOpt, ModelOpt
 
 COMMAND_KWARGS = {
@@ -82,9 +82,6 @@ def command(
 ) -> None:
     if gpus is not None and gpus < 1:
         raise UserError("--gpus must be at least 1")
-    if gpus is not None and gpus > 1 and not distributed.launched():
-        # the same command again as one process per GPU; they share the samples and one run directory
-        raise typer.Exit(distributed.relaunch(gpus, device))
     ctx_given = ctx
     if suite:
         named = load_named_suite(suite)
@@ -101,6 +98,13 @@ def command(
                          decode=decode)
     if limit is not None and limit < 1:
         raise UserError("--limit must be at least 1")
-    outcomes = run_evaluation(request, parse_sweep(sweep), progress=not quiet)
+    sweeps = parse_sweep(sweep)
+    if gpus is not None and gpus > 1 and not distributed.launched():
+        # what every process would refuse, refused once here; then the same command again as one
+        # process per GPU: they share the samples and one run directory
+        parse_tasks(request.tasks)
+        configured_methods(request, sweeps)
+        raise typer.Exit(distributed.relaunch(gpus, device))
+    outcomes = run_evaluation(request, sweeps, progress=not quiet)
     if distributed.place_from_env().is_main:
         print_results(outcomes)

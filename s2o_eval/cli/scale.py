@@ -8,11 +8,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ..reporting.markdown import fmt_ratio
 from ..reporting.scale import scale_report
 
 COMMAND_KWARGS = {
     "help": "Check a data-parallel run against the same run with fewer processes: per-sample scores must be "
-            "identical (exit 1 if not); lists samples whose generated text differs; reports the wall-clock speedup (reports/scale/<name>/report.md and scale.json).",
+            "identical (exit 1 if not); lists samples whose generated text differs; reports the wall-clock speedup (report.md and scale.json in --out).",
     "epilog": "Example:\n\n"
               "  s2o-eval run --task ruler --ctx 4k,8k --limit 10 --method fa2 --out runs/scale-1 --gpus 1\n\n"
               "  s2o-eval run --task ruler --ctx 4k,8k --limit 10 --method fa2 --out runs/scale-2 --gpus 2\n\n"
@@ -31,7 +32,7 @@ def command(
         same = ("identical" if row["identical_to_base"] else
                 f"{row['n_differences']} samples differ" + (" (scores equal)" if row["same_scores"] else ""))
         console.print(f"{row['processes']} process(es): {row['samples']} samples, eval {row['eval_s']:.1f} s, "
-                      f"wall {row['wall_s']:.1f} s, speedup {row['speedup_wall']:.2f}x; {same}", highlight=False)
+                      f"wall {row['wall_s']:.1f} s, speedup {fmt_ratio(row['speedup_wall'])}; {same}", highlight=False)
     console.print(f"Report: {result['report']}", highlight=False)
     if not all(row["same_scores"] for row in result["runs"]):
         raise typer.Exit(1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .block_sparse import BlockSparseMethod
+from .block_sparse import BlockSparseMethod, check_block
 
 
 @dataclass
@@ -35,8 +35,9 @@ class FlexPrefill(BlockSparseMethod):
     def __post_init__(self):
         if not 0 < self.gamma <= 1:
             raise ValueError(f"gamma must be in (0, 1] (1 = dense); got {self.gamma}")
-        if self.tau < 0 or self.min_budget < 0 or self.block < 1:
-            raise ValueError("tau and min_budget must be >= 0 and block >= 1")
+        if self.tau < 0 or self.min_budget < 0:
+            raise ValueError("tau and min_budget must be >= 0")
+        check_block(self.block)
 
     def plan(self, q, k, *, scale):
         from s2o_kernels.peers.flexprefill import flexprefill_plan

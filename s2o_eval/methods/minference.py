@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .block_sparse import BlockSparseMethod
+from .block_sparse import BlockSparseMethod, check_block
 
 
 @dataclass
@@ -35,8 +35,9 @@ class MInference(BlockSparseMethod):
     def __post_init__(self):
         if self.vertical < 0 or self.slash < 0 or self.budget_scale < 0:
             raise ValueError("vertical, slash and budget_scale must be >= 0")
-        if self.last_q < 1 or self.block < 1:
-            raise ValueError("last_q and block must be >= 1")
+        if self.last_q < 1:
+            raise ValueError("last_q must be >= 1")
+        check_block(self.block)
 
     def plan(self, q, k, *, scale):
         from s2o_kernels.peers.minference import minference_plan

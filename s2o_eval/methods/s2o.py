@@ -84,7 +84,7 @@ class S2O(SparseMethod):
     query_permute (False): order queries within a segment by their agreement with the guide.
     stop_rule ("chunk"): what tau is compared with after each chunk: "chunk", the chunk's share of
         each row's mass; "tail", (keys left) x (the chunk's largest per-key mass) over each row's mass,
-        a bound on the unseen rest that keeps diffuse rows walking (untested on a GPU so far).
+        a bound on the unseen rest that keeps diffuse rows walking (H100: reports/bench/NOTES.md).
     """
 
     name = "s2o"

@@ -29,7 +29,8 @@ def _ms(x: float | None) -> str:
     return f"{x:.1f}" if x >= 10 else f"{x:.2f}"
 
 
-def _ratio(x: float | None) -> str:
+def fmt_ratio(x: float | None) -> str:
+    """A speedup or ratio cell: ``1.57x``; ``-`` when not measured."""
     return "-" if x is None else f"{x:.2f}x"
 
 
@@ -128,7 +129,7 @@ def _prefill_section(content: ReportContent) -> str:
     for row in content.prefill:
         line = [ctx_label(row["ctx"]), row["label"], row["n"], _ms(row["mean"]), _ms(row["p50"]), _ms(row["p90"])]
         if compare:
-            line.append(_ratio(row["speedup"]))
+            line.append(fmt_ratio(row["speedup"]))
         rows.append(line)
     return table(header, rows, align_right_from=2)
 

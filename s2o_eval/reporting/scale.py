@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..rundir import RunDir, sample_key
-from .markdown import table
+from ..rundir import RunDir, config_hash, sample_key
+from .markdown import fmt_ratio, table
 
 # what a sample's computation decides; timing and memory depend on the machine and the moment.
-# Scores must match; a generated text may differ past the answer (see the report's note) and is listed.
-SCORE_FIELDS = ("prompt_sha", "prompt_tokens", "score", "density")
-RESULT_FIELDS = SCORE_FIELDS + ("prediction",)
+# Scores must match; a generated text may differ past the answer (reports/scale/NOTES.md) and is listed.
+RESULT_FIELDS = ("prompt_sha", "prompt_tokens", "score", "density", "prediction")
 
 
 @dataclass
@@ -64,17 +63,23 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def result_differences(base: RunDir, other: RunDir) -> list[str]:
-    """One line per sample whose result differs between the runs, or that only one of them has."""
+def result_differences(base: RunDir, other: RunDir) -> dict[tuple, list[str]]:
+    """Sample key -> what differs between the runs: the RESULT_FIELDS that changed, or
+    ``only in <run>`` for a sample only one of them has. Samples that agree are left out."""
     ours = {sample_key(r): r for r in base.samples()}
     theirs = {sample_key(r): r for r in other.samples()}
-    lines = [f"{key}: only in {base.path.name}" for key in ours.keys() - theirs.keys()]
-    lines += [f"{key}: only in {other.path.name}" for key in theirs.keys() - ours.keys()]
-    for key in sorted(ours.keys() & theirs.keys()):
+    differences = {key: [f"only in {base.path.name}"] for key in ours.keys() - theirs.keys()}
+    differences |= {key: [f"only in {other.path.name}"] for key in theirs.keys() - ours.keys()}
+    for key in ours.keys() & theirs.keys():
         changed = [f for f in RESULT_FIELDS if ours[key].get(f) != theirs[key].get(f)]
         if changed:
-            lines.append(f"{key}: different {', '.join(changed)}")
-    return lines
+            differences[key] = changed
+    return dict(sorted(differences.items()))
+
+
+def _scores_agree(differences: dict[tuple, list[str]]) -> bool:
+    """True when every difference is only in generated text: same samples, prompts and scores."""
+    return all(fields == ["prediction"] for fields in differences.values())
 
 
 def scale_report(paths: list[Path], out: Path, *, title: str = "Data-parallel scale-out") -> dict[str, Any]:
@@ -84,27 +89,27 @@ def scale_report(paths: list[Path], out: Path, *, title: str = "Data-parallel sc
     for run in runs:
         if not run.exists():
             raise UserError(f"{run.path} is not a run directory (no config.json)")
-    configs = {json.dumps(r.config(), sort_keys=True, default=str) for r in runs}
-    if len(configs) > 1:
+    if len({config_hash(r.config()) for r in runs}) > 1:  # the tool version and commit may differ
         raise UserError("the runs differ in configuration: compare runs of one command made with different --gpus")
     measured = sorted(((run, _scale_run(run)) for run in runs), key=lambda pair: pair[1].processes)
     base_dir, base = measured[0]
     rows, data = [], []
     for run, timing in measured:
-        differences = result_differences(base_dir, run) if run is not base_dir else []
+        differences = result_differences(base_dir, run) if run is not base_dir else {}
+        lines = [f"{key}: {fields[0] if fields[0].startswith('only in') else 'different ' + ', '.join(fields)}"
+                 for key, fields in differences.items()]
         row = {"run": run.path.name, "processes": timing.processes, "samples": timing.samples,
                "evaluated": timing.evaluated, "load_s": timing.load_s, "eval_s": timing.eval_s,
                "build_s": timing.build_s, "warmup_s": timing.warmup_s, "samples_s": _samples_s(timing),
                "wall_s": timing.wall_s, "speedup_eval": base.eval_s / timing.eval_s if timing.eval_s else None,
                "speedup_wall": base.wall_s / timing.wall_s if timing.wall_s else None,
-               "identical_to_base": not differences,
-               "same_scores": not any(f in line for line in differences for f in ("only in", *SCORE_FIELDS)),
-               "differences": differences[:20], "n_differences": len(differences)}
+               "identical_to_base": not differences, "same_scores": _scores_agree(differences),
+               "differences": lines[:20], "n_differences": len(differences)}
         data.append(row)
         rows.append([row["run"], str(row["processes"]), str(row["samples"]), f"{row['load_s']:.1f}",
                      _seconds(row["build_s"]), _seconds(row["warmup_s"]), _seconds(row["samples_s"]),
-                     f"{row['eval_s']:.1f}", f"{row['wall_s']:.1f}", f"{row['speedup_eval']:.2f}x",
-                     f"{row['speedup_wall']:.2f}x", "yes" if row["same_scores"] else "no",
+                     f"{row['eval_s']:.1f}", f"{row['wall_s']:.1f}", fmt_ratio(row["speedup_eval"]),
+                     fmt_ratio(row["speedup_wall"]), "yes" if row["same_scores"] else "no",
                      "yes" if row["identical_to_base"] else f"no ({len(differences)} samples)"])
     env = base_dir.env()
     config = base_dir.config()
