@@ -1,4 +1,4 @@
-"""The conversion and metric helpers of kernels/tools/peer_faithfulness.py (no peer code needed).
+"""The conversion and metric helpers of scripts/peer_faithfulness.py (no peer code needed).
 
 Numbers worked out by hand on tiny selections: key masks (per q head and query block, the keys
 listed before the block's diagonal), their density, Jaccard overlap, and the conversions from each
@@ -17,7 +17,7 @@ import torch
 
 from s2o_kernels.block_plan import blocks_to_plan, plan_density
 
-TOOL = Path(__file__).resolve().parents[1] / "kernels" / "tools" / "peer_faithfulness.py"
+TOOL = Path(__file__).resolve().parents[1] / "scripts" / "peer_faithfulness.py"
 _spec = importlib.util.spec_from_file_location("peer_faithfulness", TOOL)
 pf = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(pf)

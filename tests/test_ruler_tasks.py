@@ -336,7 +336,7 @@ def test_essays_are_read_from_the_data_dir_first(bpe_path, tmp_path):
 
 def test_yamls_are_what_make_yamls_writes():
     for name, text in make_yamls.expected_files().items():
-        assert (RULER_DIR / name).read_text() == text, f"run python tasks/ruler/make_yamls.py ({name})"
+        assert (RULER_DIR / name).read_text() == text, f"run python tasks/s2o_tasks/ruler/make_yamls.py ({name})"
     assert len(TASKS) == 13
 
 

@@ -1,7 +1,7 @@
 """Faithfulness check: each block-sparse peer's own code against our re-implementation, same inputs.
 
 Our peers (``kernels/peers/``) are re-implementations written from the papers. This tool runs the
-authors' public code, imported at run time from ``--peers-dir`` (``kernels/tools/stage_peers.sh DIR``
+authors' public code, imported at run time from ``--peers-dir`` (``scripts/stage_peers.sh DIR``
 copies it there; it never enters this repository), on one captured (or random) attention problem,
 and for each peer and a few settings (the literature default first, then values of the main knob):
 
@@ -25,10 +25,10 @@ Per peer (why each does what it does is in the docstring of its ``run_*`` functi
                selection only (index conversion is a compiled extension)
 
     # on this CPU, tiny (plumbing): the peers' Triton code runs in the interpreter
-    TRITON_INTERPRET=1 python kernels/tools/peer_faithfulness.py --random --ctx 1024 --device cpu \\
+    TRITON_INTERPRET=1 python scripts/peer_faithfulness.py --random --ctx 1024 --device cpu \\
         --peers-dir .peers --out /tmp/faith
-    # on a GPU (after `. kernels/tools/gpu_setup.sh`; the capture from `s2o-eval capture --ctx 32k`)
-    python3 kernels/tools/peer_faithfulness.py --capture captures/gemma-32k.pt --ctx 32768 \\
+    # on a GPU (after `. scripts/gpu_setup.sh`; the capture from `s2o-eval capture --ctx 32k`)
+    python3 scripts/peer_faithfulness.py --capture captures/gemma-32k.pt --ctx 32768 \\
         --peers-dir .peers --out "$OUT/faithfulness"
 
 Writes ``peer_faithfulness.json`` and ``peer_faithfulness.md`` under ``--out``. Each peer (and each
@@ -268,7 +268,7 @@ def vertical_slash_kernel_keys(columns: Tensor, offsets: Tensor, n_ctx: int, blo
 def peer_root(peers_dir: Path, name: str) -> Path:
     root = peers_dir / name
     if not root.is_dir():
-        raise PeerUnavailable(f"{root} is missing: stage the peers with kernels/tools/stage_peers.sh {peers_dir}")
+        raise PeerUnavailable(f"{root} is missing: stage the peers with scripts/stage_peers.sh {peers_dir}")
     return root
 
 
@@ -901,7 +901,7 @@ def main(argv=None) -> None:
 
     problem = load_problem(args)
     result: dict[str, Any] = {
-        "tool": "kernels/tools/peer_faithfulness.py", "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "tool": "scripts/peer_faithfulness.py", "created": datetime.datetime.now().isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(0) if problem.q.is_cuda else f"CPU ({platform.processor() or 'cpu'})",
         "torch": torch.__version__, "triton": triton.__version__,
         "triton_interpret": os.environ.get("TRITON_INTERPRET", "0"),

@@ -1,6 +1,6 @@
 """Write the 13 task YAMLs and the group YAML of RULER from ``TASKS``.
 
-    python tasks/ruler/make_yamls.py          # rewrites the YAMLs beside this file
+    python tasks/s2o_tasks/ruler/make_yamls.py          # rewrites the YAMLs beside this file
 
 Each task YAML includes ``_s2o_ruler_base.yaml`` and adds only what differs: name, document hook,
 generation budget and, for QA, the scorer.

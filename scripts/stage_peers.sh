@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Stage the peers' own code for kernels/tools/peer_faithfulness.py: DIR/<name>/ gets the Python/Triton
+# Stage the peers' own code for scripts/peer_faithfulness.py: DIR/<name>/ gets the Python/Triton
 # sources (*.py only: no configs, weights, images) of the authors' packages, their LICENSE and a SOURCE
 # file naming the repository and commit. DIR is git-ignored (.peers/): their code never enters this
 # repository; the faithfulness tool imports it at run time from DIR.
 #
-# Usage: kernels/tools/stage_peers.sh DIR [MIRRORS]
+# Usage: scripts/stage_peers.sh DIR [MIRRORS]
 #   MIRRORS (default /work/.mirror) holds git mirrors as <owner>+<name>/repo, as the session's `fetch`
 #   tool makes them (fetch github:ByteDance-Seed/FlexPrefill, github:mit-han-lab/x-attention,
 #   github:microsoft/MInference, github:xinghaow99/pbs-attn).

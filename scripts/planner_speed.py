@@ -4,7 +4,7 @@ Random bf16 q/k (the planner's work does not depend on the values), one layer. P
 table: plan time (median of ``triton.testing.do_bench``), dense FlashAttention time through torch SDPA
 on the same shape, and their ratio; with ``--profile`` also the time of each kernel of one plan.
 
-    PYTHONPATH=... python kernels/tools/planner_speed.py --ctx 32768,131072 --shape llama
+    PYTHONPATH=... python scripts/planner_speed.py --ctx 32768,131072 --shape llama
 """
 
 from __future__ import annotations

@@ -2,17 +2,17 @@
 # How the RULER reports and the nightly baseline are made on the lent H100, one device call per step
 # (each under its 10 minutes; every step resumes what an interrupted call left, so repeat it until done):
 #
-#   bash kernels/tools/gpu_ruler.sh dense     # fa2 and fa3, 11 synthetic tasks x 4K..32K x 10 samples
-#   bash kernels/tools/gpu_ruler.sh sweep     # s2o at each tau of $TAUS (largest first) until one passes
-#   bash kernels/tools/gpu_ruler.sh nightly   # choose tau from the sweep; nightly run + baseline with it
-#   bash kernels/tools/gpu_ruler.sh suites    # LongBench-v2 / InfiniteBench on fixture data at 16K
-#   bash kernels/tools/gpu_ruler.sh scale N   # on a multi-GPU host: one RULER selection with --gpus N
+#   bash scripts/gpu_ruler.sh dense     # fa2 and fa3, 11 synthetic tasks x 4K..32K x 10 samples
+#   bash scripts/gpu_ruler.sh sweep     # s2o at each tau of $TAUS (largest first) until one passes
+#   bash scripts/gpu_ruler.sh nightly   # choose tau from the sweep; nightly run + baseline with it
+#   bash scripts/gpu_ruler.sh suites    # LongBench-v2 / InfiniteBench on fixture data at 16K
+#   bash scripts/gpu_ruler.sh scale N   # on a multi-GPU host: one RULER selection with --gpus N
 #                                             # (run it with 1, then 2); the scale report once both exist
 #
 # Run directories live in $RUNS (default /tmp/runs, kept while the machine is warm); each step tars
 # them into $OUT/runs.tgz.
 set -u
-. kernels/tools/gpu_setup.sh
+. scripts/gpu_setup.sh
 R=${RUNS:-/tmp/runs}
 mkdir -p "$R" "$OUT"
 RULER="--task ruler --ctx 4k,8k,16k,32k --limit 10 --decode static -q"

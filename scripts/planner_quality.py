@@ -18,7 +18,7 @@ twin, exact sort), ``bucketed`` (the twin's scores ordered by the Triton planner
 head, one list per segment ranked by true mass). Options follow colons: ``twin:guide=head_mean``,
 ``s2o:query_permute=1``, ``bucketed:n_buckets=256``.
 
-    PYTHONPATH=... python kernels/tools/planner_quality.py --capture /tmp/gemma_8192.pt --capture-gemma 8192 \\
+    PYTHONPATH=... python scripts/planner_quality.py --capture /tmp/gemma_8192.pt --capture-gemma 8192 \\
         --seq-len 4096 --segments 256,512 --tiles 64,128 --planners twin:guide=mean,twin:guide=head_mean,token_oracle
 
 On a GPU with a long capture (e.g. 32K tokens): ``--device cuda --segments 1024 --tiles 128

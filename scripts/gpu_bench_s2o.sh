@@ -3,16 +3,16 @@
 # within the call's 10 minutes; records are written as each measurement finishes, so a step cut short
 # keeps what it measured: rebuild its markdown with `s2o-eval bench --render`):
 #
-#   bash kernels/tools/gpu_bench_s2o.sh tests     # the GPU-only kernel tests (bf16, the Triton executor)
-#   bash kernels/tools/gpu_bench_s2o.sh capture   # gemma-3-270m's global layers over the essays, 128K
-#   bash kernels/tools/gpu_bench_s2o.sh s2o       # S2O's tau sweep, its variants and the token oracle
-#   bash kernels/tools/gpu_bench_s2o.sh peers     # every peer's main knob swept beside S2O, same inputs
-#   bash kernels/tools/gpu_bench_s2o.sh random    # Llama-3.1-8B-shaped random inputs (overhead only)
-#   bash kernels/tools/gpu_bench_s2o.sh planner   # attempts on S2O's density: finer segments, query permutation
+#   bash scripts/gpu_bench_s2o.sh tests     # the GPU-only kernel tests (bf16, the Triton executor)
+#   bash scripts/gpu_bench_s2o.sh capture   # gemma-3-270m's global layers over the essays, 128K
+#   bash scripts/gpu_bench_s2o.sh s2o       # S2O's tau sweep, its variants and the token oracle
+#   bash scripts/gpu_bench_s2o.sh peers     # every peer's main knob swept beside S2O, same inputs
+#   bash scripts/gpu_bench_s2o.sh random    # Llama-3.1-8B-shaped random inputs (overhead only)
+#   bash scripts/gpu_bench_s2o.sh planner   # attempts on S2O's density: finer segments, query permutation
 #
 # The capture stays on the machine (captures/, ~2.3 GB at 128K); reports go to $OUT.
 set -u
-. kernels/tools/gpu_setup.sh
+. scripts/gpu_setup.sh
 mkdir -p "$OUT" captures
 CAPTURE=captures/gemma-128k.pt
 BENCH=(--reps "${REPS:-5}" --warmup 2 --out-dir "$OUT" -q)

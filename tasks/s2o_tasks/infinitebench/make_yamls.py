@@ -1,6 +1,6 @@
 """Write the per-split YAMLs and the group YAML from the task table in ``__init__.py``.
 
-Run from the repository root with the package importable: ``python tasks/infinitebench/make_yamls.py``.
+Run from the repository root with the package importable: ``python tasks/s2o_tasks/infinitebench/make_yamls.py``.
 ``infinitebench_passkey.yaml`` is the hand-written base the others include.
 """
 
