@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from datetime import timedelta
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from .errors import ExitCode, UserError
 
 
 @dataclass(frozen=True)
@@ -102,11 +104,32 @@ def relaunch_args(argv: list[str]) -> list[str]:
 
 
 def relaunch(n: int, device: str | None) -> int:
-    """Run this same command again as ``n`` processes through torchrun; returns their exit status."""
+    """Run this same command again as ``n`` processes through torchrun; returns their exit code (the
+    main process's, else the first other one's): torchrun itself ends with 1 whatever theirs were."""
     if device in (None, "cuda") and torch.cuda.is_available() and n > torch.cuda.device_count():
         raise UserError(f"--gpus {n}: this machine has {torch.cuda.device_count()} GPU(s); lower --gpus")
     if device is None and not torch.cuda.is_available():
         raise UserError(f"--gpus {n}: no GPU here; pass --device cpu to run {n} CPU processes (tests)")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
                "-m", "s2o_eval", *relaunch_args(sys.argv[1:])]
-    return subprocess.call(command)
+    with tempfile.TemporaryDirectory() as folder:
+        status = subprocess.call(command, env=dict(os.environ, **{_EXIT_CODE_DIR: folder}))
+        codes = [int(path.read_text()) for path in sorted(Path(folder).glob("rank*"), key=_rank_of)]
+    failed = [code for code in codes if code != 0]
+    if failed:
+        return failed[0]
+    return status if status == 0 else ExitCode.INTERNAL  # a process died without a word (killed, crashed)
+
+
+_EXIT_CODE_DIR = "S2O_EVAL_EXIT_CODE_DIR"
+
+
+def _rank_of(path: Path) -> int:
+    return int(path.name.removeprefix("rank"))
+
+
+def record_exit_code(code: int) -> None:
+    """In a process that ``relaunch`` started, leave its exit code where the launcher reads it."""
+    folder = os.environ.get(_EXIT_CODE_DIR)
+    if folder and launched():
+        Path(folder, f"rank{place_from_env().rank}").write_text(str(int(code)))

@@ -3,7 +3,8 @@
 For each method configuration (one, or one per ``--sweep`` value, sharing the model load) it opens
 the run directory named from the config, and for every (ctx, task, sample) not yet in
 ``samples.jsonl`` runs lm-eval on that one sample and appends the scored record at once, so an
-interruption loses at most the sample in flight and a rerun resumes.
+interruption loses at most the sample in flight and a rerun resumes. One command at a time works on a
+run directory (``RunDir.hold``); what could not be written is refused before the model loads.
 
 Under torchrun / accelerate launch (or ``--gpus N``) each process takes every N-th sample still to
 do and appends to its own shard of the run directory; process 0 merges the shards and writes the
@@ -12,6 +13,7 @@ summary once all are done (see ``distributed``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -26,10 +28,10 @@ import torch
 from . import __version__
 from . import distributed
 from .env import collect_env, git_commit
-from .errors import UserError
+from .errors import Interrupted, UserError
 from .decoding import resolve_decode
 from .methods import AttentionMethod, create
-from .rundir import RunDir, config_hash
+from .rundir import RunDir, UnreadableRunFile, config_differences, config_hash, output_problem
 from .suites import TaskRef, ctx_label, parse_tasks
 
 log = logging.getLogger(__name__)
@@ -170,6 +172,30 @@ def _check_window(request: RunRequest, loaded) -> None:
             "lower --ctx, or pass --allow-beyond-window to run past it (recorded in the run)")
 
 
+def _check_output(request: RunRequest) -> None:
+    """Refuse, before the model loads, an output place the run could not write: no work to lose."""
+    problem = (output_problem(request.out, "--out") if request.out is not None
+               else output_problem(request.runs_dir, "--runs-dir"))
+    if problem:
+        raise UserError(problem)
+
+
+def _check_same_config(run_dir: RunDir, config: dict[str, Any], place: distributed.Place) -> None:
+    """A run directory holds one configuration: refuse another, naming the fields that differ. A
+    damaged config.json is judged by the copy in summary.json, and rewritten from this command."""
+    old = run_dir.recorded_config()
+    if old is not None and config_hash(old) != config_hash(config):
+        differences = config_differences(old, config)
+        shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
+        raise UserError(f"{run_dir.path} holds a run with another configuration ({shown}): pass another --out, "
+                        "or the options of that run to resume it")
+    if place.is_main and run_dir.exists():
+        try:
+            run_dir.config()
+        except UnreadableRunFile:
+            print(f"Note: {run_dir.config_path} was unreadable: rewritten from this command", file=sys.stderr)
+
+
 def _sample_record(ref: TaskRef, ctx: int, index: int, logged: dict, measurement) -> dict[str, Any]:
     doc = logged.get("doc", {})
     prediction = logged.get("filtered_resps", [""])[0]
@@ -255,6 +281,7 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
         if note and place.is_main:
             print(f"Note: {note}", file=sys.stderr)
 
+    _check_output(request)
     device = distributed.device_for(place, request.device)
     distributed.init(place, device)
     load_started = time.perf_counter()
@@ -270,36 +297,64 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
         config = build_config(request, loaded, name, method, refs, use_template)
         run_dir = run_dir_for(request, config, many=len(runs) > 1)
         run_dir.shard = place.shard
-        if run_dir.exists():
-            old = run_dir.config()
-            if config_hash(old) != config_hash(config):
-                raise UserError(f"{run_dir.path} holds a run with another configuration: choose another --out")
-        if place.is_main:
-            run_dir.write_config(config)
-            run_dir.write_env(collect_env() | {"processes": place.world_size})
-        lm = S2OEvalLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, method=method,
-                       max_length=max(max(request.ctx), loaded.max_window), batch_size=1,
-                       device=str(loaded.model.device), decode=config["decode"])
-        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        eval_started, done_before = time.perf_counter(), len(run_dir.done_keys())
-        phases: dict[str, float] = {}
-        skipped = _evaluate_into(run_dir, lm, refs, request, loaded, use_template, overhead, report, progress,
-                                 place, phases)
-        distributed.barrier(place)  # every shard is complete
-        if place.is_main:
-            run_dir.merge_shards()  # also shards a crashed earlier data-parallel run left behind
-            run_dir.write_summary()
-            # the slowest process sets the pace: eval_s runs from the start to the barrier all passed
-            run_dir.append_session({"started": started, "processes": place.world_size,
-                                    "evaluated": len(run_dir.done_keys()) - done_before,
-                                    "load_s": round(load_s, 2),
-                                    "eval_s": round(time.perf_counter() - eval_started, 2),
-                                    **{k: round(v, 2) for k, v in phases.items()}})
-            load_s = 0.0  # later methods of the same command share the load
-        distributed.barrier(place)
+        run_dir.check_writable()
+        # one command per run directory; the processes of a data-parallel run are one command
+        with run_dir.hold() if place.is_main else contextlib.nullcontext():
+            _check_same_config(run_dir, config, place)
+            if place.is_main:
+                run_dir.write_config(config)
+                run_dir.write_env(collect_env() | {"processes": place.world_size})
+            lm = S2OEvalLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, method=method,
+                           max_length=max(max(request.ctx), loaded.max_window), batch_size=1,
+                           device=str(loaded.model.device), decode=config["decode"])
+            session = _Session(run_dir, place, load_s)
+            try:
+                skipped = _evaluate_into(run_dir, lm, refs, request, loaded, use_template, overhead, report,
+                                         progress, place, session.phases)
+            except KeyboardInterrupt:
+                if not place.is_main:
+                    raise  # the main process says what was kept, once
+                raise session.interrupted() from None
+            distributed.barrier(place)  # every shard is complete
+            if place.is_main:
+                run_dir.merge_shards()  # also shards a crashed earlier data-parallel run left behind
+                session.record()
+                load_s = 0.0  # later methods of the same command share the load
+            distributed.barrier(place)
         outcomes.append(RunOutcome(run_dir, run_dir.summary(), skipped))
     distributed.finish(place)
     return outcomes
+
+
+class _Session:
+    """One command's work on one run, for sessions.jsonl: started when made, recorded once (by the
+    main process) when the work ends, finished or interrupted."""
+
+    def __init__(self, run_dir: RunDir, place: distributed.Place, load_s: float):
+        self.run_dir, self.place, self.load_s = run_dir, place, load_s
+        self.started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.eval_started, self.done_before = time.perf_counter(), len(run_dir.done_keys())
+        self.phases: dict[str, float] = {}  # filled by _evaluate_into
+
+    def record(self, interrupted: bool = False) -> None:
+        """Write the summary and append the session (the summary first: it is what reports read)."""
+        self.run_dir.write_summary()
+        # the slowest process sets the pace: eval_s runs from the start to the barrier all passed
+        session = {"started": self.started, "processes": self.place.world_size,
+                   "evaluated": len(self.run_dir.done_keys()) - self.done_before,
+                   "load_s": round(self.load_s, 2),
+                   "eval_s": round(time.perf_counter() - self.eval_started, 2),
+                   **{k: round(v, 2) for k, v in self.phases.items()}}
+        if interrupted:
+            session["interrupted"] = True
+        self.run_dir.append_session(session)
+
+    def interrupted(self) -> Interrupted:
+        """Record the session cut short (Ctrl-C); the error that says what was kept and how to go on."""
+        self.record(interrupted=True)
+        kept = len(self.run_dir.done_keys())
+        kept_text = "1 finished sample is" if kept == 1 else f"{kept} finished samples are"
+        return Interrupted(f"{kept_text} kept in {self.run_dir.path}: rerun the same command to resume")
 
 
 def _evaluate_into(run_dir: RunDir, lm, refs: list[TaskRef], request: RunRequest, loaded, use_template: bool,
@@ -318,6 +373,7 @@ def _evaluate_into(run_dir: RunDir, lm, refs: list[TaskRef], request: RunRequest
     from s2o_tasks import TASKS_DIR
 
     done = run_dir.done_keys()
+    requested = 0
     skipped: list[str] = []
     plans: list[tuple[int, TaskRef, dict, list[tuple[int, int]]]] = []  # (ctx, task, tasks, [(position, index)])
     for ctx in request.ctx:
@@ -340,11 +396,15 @@ def _evaluate_into(run_dir: RunDir, lm, refs: list[TaskRef], request: RunRequest
             # stable index in the suite (RULER: generation index; datasets: position in the file)
             todo = [(pos, int(doc.get("index", pos))) for pos, doc in enumerate(task.eval_docs)
                     if (ref.lm_eval_name, ctx, int(doc.get("index", pos))) not in done]
+            requested += len(task.eval_docs)
             if todo:
                 plans.append((ctx, ref, task_dict, todo))
 
     phases["build_s"] = time.perf_counter() - build_started
     total = sum(len(todo) for *_, todo in plans)
+    if requested > total and place.is_main:
+        print(f"resuming: {requested - total} of {requested} samples already done in {run_dir.path}",
+              file=sys.stderr)
     # every process has read what is done before any appends: all hold the same todo list
     distributed.barrier(place)
     if place.world_size > 1:

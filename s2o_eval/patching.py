@@ -1,16 +1,17 @@
 """Swap a method into a Hugging Face model's prefill attention: one function, ``use_method``.
 
 The method is registered with transformers' ``AttentionInterface`` (and ``AttentionMaskInterface``,
-with ``plain_prefill_mask``) under ``s2o_eval_<name>``, never overriding transformers' own names. Only
-full-causal prefill calls reach the method. A sliding-window layer's prefill runs exact chunked
-attention (``sliding.sliding_window_attention``); soft-capped layers, padded batches and decode /
-chunked steps go to transformers' SDPA path with the model's own mask.
+with ``plain_prefill_mask``) under ``s2o_eval_<name>``, never overriding transformers' own names
+(``selector`` registers the same functions for your own code). Only full-causal prefill calls reach
+the method. A sliding-window layer's prefill runs exact chunked attention
+(``sliding.sliding_window_attention``); soft-capped layers, padded batches and decode / chunked steps
+go to transformers' SDPA path with the model's own mask.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from transformers import AttentionInterface
@@ -22,6 +23,12 @@ from .sliding import sliding_window_attention
 
 PREFIX = "s2o_eval_"
 log = logging.getLogger(__name__)
+
+
+def implementation_name(method: str) -> str:
+    """``s2o_eval_<method>``, the name transformers knows ``method`` by. "flash" is written "Flash":
+    transformers takes any implementation name holding "flash" for a FlashAttention kernel to load."""
+    return PREFIX + method.replace("flash", "Flash")
 
 
 class PrefillRecorder:
@@ -105,11 +112,18 @@ def make_attention_function(method: AttentionMethod, recorder: PrefillRecorder):
     return attention
 
 
+def register_attention(names: Iterable[str], attention) -> None:
+    """Make ``attention`` (with ``plain_prefill_mask`` as its mask) selectable in transformers under each
+    of ``names``: ``attn_implementation=name`` in ``from_pretrained`` or ``set_attn_implementation``."""
+    for name in names:
+        AttentionInterface.register(name, attention)
+        AttentionMaskInterface.register(name, plain_prefill_mask)
+
+
 def use_method(model, method: AttentionMethod) -> PrefillRecorder:
     """Route ``model``'s full-causal prefill attention to ``method``; returns the recorder of its calls."""
     recorder = PrefillRecorder()
-    name = PREFIX + method.name
-    AttentionInterface.register(name, make_attention_function(method, recorder))
-    AttentionMaskInterface.register(name, plain_prefill_mask)
+    name = implementation_name(method.name)
+    register_attention([name], make_attention_function(method, recorder))
     model.set_attn_implementation(name)
     return recorder

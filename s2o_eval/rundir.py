@@ -8,8 +8,11 @@
     <run>/summary.json    {"config", "env", "results": [...]} recomputed from samples.jsonl
     <run>/sessions.jsonl  one line per command that worked on the run: when, how many processes,
                           samples evaluated, seconds spent loading and evaluating (reports/scale/)
+    <run>/run.lock        present while a command works on the run (``runlock``)
 
 Reports and comparisons read these files only, so runs made elsewhere compare the same way.
+A process killed at any moment leaves files that the next command reads: JSON files are replaced
+atomically, a torn line of a JSONL file is skipped (``jsonl``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+
+from . import runlock
+from .errors import UserError
+from .jsonl import append_line, read_objects
 
 SAMPLE_FIELDS = ("task", "ctx", "index", "prompt_tokens", "prompt_sha", "prediction", "golds",
                  "score", "prefill_ms", "density", "peak_mem_mb", "group")
@@ -40,9 +47,55 @@ def sample_key(record: dict[str, Any]) -> tuple[str, int, int]:
     return (record["task"], int(record["ctx"]), int(record["index"]))
 
 
-def _read_json(path: Path) -> Any:
-    with open(path) as fh:
-        return json.load(fh)
+def _is_sample(record: dict[str, Any]) -> bool:
+    """Whether a parsed line is a whole sample record (and not, say, garbage that happens to parse)."""
+    try:
+        sample_key(record)
+        float(record["score"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return isinstance(record["task"], str)
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``["limit: 3 there, 4 asked"]``: the fields that make two configs compute different runs."""
+    keys = sorted((set(old) | set(new)) - set(_NOT_HASHED))
+    return [f"{k}: {old.get(k)!r} there, {new.get(k)!r} asked" for k in keys if old.get(k) != new.get(k)]
+
+
+class UnreadableRunFile(UserError):
+    """A run directory's JSON file that does not parse (cut short, or overwritten with garbage)."""
+
+
+def output_problem(path: Path, what: str) -> str | None:
+    """Why a run directory could not be made or written at ``path`` (``what`` names it in the message:
+    "--out"), or None when it can. Checked before any work, so that nothing is computed that could
+    not be kept."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"{what} {path} is a file: pass a directory (a new one, or a run directory to resume)"
+    samples = path / "samples.jsonl"
+    if samples.exists() and not (samples.is_file() and os.access(samples, os.W_OK)):
+        return f"{samples} cannot be written: make it a writable file again, or pass another {what}"
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    if not existing.is_dir():
+        return f"{what} {path} cannot be made: {existing} is a file; pass another {what}"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{what} {path} cannot be written: no write permission on {existing}; pass another {what}"
+    return None
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as err:  # not JSON, or not UTF-8
+        reason = f"{err.msg}, line {err.lineno}" if isinstance(err, json.JSONDecodeError) else "not text"
+    else:
+        if isinstance(value, dict):
+            return value
+        reason = "not a JSON object"
+    raise UnreadableRunFile(f"{path} is unreadable ({reason}): rerun the `s2o-eval run` command that made the "
+                            "run, which rewrites it") from None
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -87,6 +140,10 @@ class RunDir:
     def sessions_path(self) -> Path:
         return self.path / "sessions.jsonl"
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path / "run.lock"
+
     def shard_paths(self) -> list[Path]:
         return sorted(self.path.glob("samples.rank*.jsonl"))
 
@@ -94,13 +151,37 @@ class RunDir:
         return self.config_path.exists()
 
     def config(self) -> dict[str, Any]:
-        return _read_json(self.config_path)
+        """config.json; UnreadableRunFile when it does not parse."""
+        return _read_json_object(self.config_path)
+
+    def recorded_config(self) -> dict[str, Any] | None:
+        """config.json, or when it is missing or damaged the copy inside summary.json; None when
+        neither can be read."""
+        for read in (self.config, lambda: self.summary()["config"]):
+            try:
+                config = read()
+            except (FileNotFoundError, UnreadableRunFile, KeyError):
+                continue
+            if isinstance(config, dict):
+                return config
+        return None
 
     def env(self) -> dict[str, Any]:
-        return _read_json(self.env_path) if self.env_path.exists() else {}
+        """env.json ({} when there is none); UnreadableRunFile when it does not parse."""
+        return _read_json_object(self.env_path) if self.env_path.exists() else {}
 
     def summary(self) -> dict[str, Any]:
-        return _read_json(self.summary_path)
+        """summary.json; UnreadableRunFile when it does not parse."""
+        return _read_json_object(self.summary_path)
+
+    def hold(self):
+        """A context manager: this process alone works on the run until it exits (``runlock``)."""
+        return runlock.hold(self.lock_path)
+
+    def check_writable(self) -> None:
+        """UserError now, not after the first sample's work, when this run's samples cannot be written."""
+        if problem := output_problem(self.path, "run directory"):
+            raise UserError(problem)
 
     def write_config(self, config: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -116,29 +197,15 @@ class RunDir:
         missing = [f for f in ("task", "ctx", "index", "score") if f not in record]
         if missing:
             raise ValueError(f"sample record lacks {missing}")
-        line = json.dumps({f: record.get(f) for f in SAMPLE_FIELDS if f in record} | record, default=str)
-        with open(self.append_path, "a") as fh:
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_line(self.append_path, {f: record.get(f) for f in SAMPLE_FIELDS if f in record} | record)
 
     def samples(self) -> list[dict[str, Any]]:
-        """Finished samples of samples.jsonl and of any rank shards not merged yet; a torn last line
-        (a run killed mid-write) is ignored; the newest record of a (task, ctx, index) wins."""
+        """Finished samples of samples.jsonl and of any rank shards not merged yet; a line that is not a
+        whole record (a torn write, garbage) is skipped; the newest record of a (task, ctx, index) wins."""
         latest: dict[tuple, dict] = {}
         for path in [self.samples_path, *self.shard_paths()]:  # shards are newer than the merged file
-            if not path.exists():
-                continue
-            with open(path) as fh:
-                for line in fh:
-                    line = line.strip()
-                    if not line:
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    latest[sample_key(record)] = record
+            if path.is_file():
+                latest.update((sample_key(r), r) for r in read_objects(path) if _is_sample(r))
         return list(latest.values())
 
     def merge_shards(self) -> None:
@@ -167,20 +234,11 @@ class RunDir:
     def append_session(self, session: dict[str, Any]) -> None:
         """Record one command's work on this run (written by one process, after the merge)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.sessions_path, "a") as fh:
-            fh.write(json.dumps(session, default=str) + "\n")
+        append_line(self.sessions_path, session)
 
     def sessions(self) -> list[dict[str, Any]]:
-        """The recorded sessions, oldest first; a torn last line (a run killed mid-write) is ignored."""
-        if not self.sessions_path.exists():
-            return []
-        sessions = []
-        for line in self.sessions_path.read_text().splitlines():
-            try:
-                sessions.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return sessions
+        """The recorded sessions, oldest first; a line that does not parse (a torn write) is skipped."""
+        return list(read_objects(self.sessions_path)) if self.sessions_path.is_file() else []
 
     # -- summary ---------------------------------------------------------------------------------
     def write_summary(self) -> dict[str, Any]:
@@ -201,7 +259,8 @@ def _percentile(values: list[float], q: float) -> float | None:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def _mean(values: Iterable[float | None]) -> float | None:
+def mean_or_none(values: Iterable[float | None]) -> float | None:
+    """The mean of the values that are not None; None when there are none."""
     xs = [v for v in values if v is not None]
     return sum(xs) / len(xs) if xs else None
 
@@ -225,11 +284,11 @@ def summarize(samples: list[dict[str, Any]], method: str | None = None) -> list[
             "ctx": ctx,
             "method": method,
             "n": len(records),
-            "score": _mean(r["score"] for r in records),
-            "prefill_ms_mean": _mean(prefill),
+            "score": mean_or_none(r["score"] for r in records),
+            "prefill_ms_mean": mean_or_none(prefill),
             "prefill_ms_p50": _percentile(prefill, 0.5),
             "prefill_ms_p90": _percentile(prefill, 0.9),
-            "density_mean": _mean(r.get("density") for r in records),
+            "density_mean": mean_or_none(r.get("density") for r in records),
         }
         if group is not None:
             row["group"] = group

@@ -59,6 +59,14 @@ class TaskRef:
         return f"{self.suite.cli_name}:{self.short}"
 
 
+def short_task_name(lm_eval_name: str) -> str:
+    """``s2o_ruler_niah_single_1`` -> ``niah_single_1``: the task's name after ``suite:`` on the command line."""
+    for suite in sorted(SUITES.values(), key=lambda s: len(s.task_prefix), reverse=True):
+        if lm_eval_name.startswith(suite.task_prefix):
+            return lm_eval_name.removeprefix(suite.task_prefix)
+    return lm_eval_name
+
+
 def parse_tasks(specs: list[str]) -> list[TaskRef]:
     """``["ruler:niah_single_1,vt", "longbench-v2"]`` -> task references, in order, without repeats."""
     refs: list[TaskRef] = []
@@ -90,7 +98,7 @@ def parse_ctx(text: str | list[str]) -> list[int]:
     for item in filter(None, (i.strip().lower() for i in items)):
         try:
             value = int(float(item[:-1]) * 1024) if item.endswith("k") else int(item)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: "infk"
             raise UserError(f"--ctx '{item}' is not a length: write e.g. 4k,32k or 4096") from None
         if value < 256:
             raise UserError(f"--ctx {item} is too short for any task: use at least 1k")

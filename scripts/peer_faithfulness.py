@@ -23,6 +23,8 @@ Per peer (why each does what it does is in the docstring of its ``run_*`` functi
   pbs          ``apply_permutation`` + ``permuted_block_selection``, and ``permuted_block_sparse_attn_fwd``
   minference   ``minference_prefill_kernel`` compiled from their file, its kernel call recorded;
                selection only (index conversion is a compiled extension)
+  flashprefill ``flash_prefill`` with its attention kernel replaced by a recorder of the block lists
+               it is handed (their selection), then ``flash_prefill`` whole (their Triton kernel)
 
     # on this CPU, tiny (plumbing): the peers' Triton code runs in the interpreter
     TRITON_INTERPRET=1 python scripts/peer_faithfulness.py --random --ctx 1024 --device cpu \\
@@ -58,6 +60,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from s2o_eval.formatting import fmt_num
+
 BLOCK = 128            # every peer's (and our peers') query/key block
 MINFERENCE_BLOCK = 64  # MInference's kernel tiles 64 query rows (convert_vertical_slash_indexes asserts 64x64)
 
@@ -75,7 +79,13 @@ SETTINGS: dict[str, list[dict[str, Any]]] = {
             {"threshold": 0.95, "segment": 256}],
     # MInference's default pattern (vertical 1000, slash 6096); "minference_ratio" scales both
     "minference": [{"ratio": 1.0}, {"ratio": 0.5}],
+    # FlashPrefill's alpha is set per model in their configs (0.08 Qwen2 .. 0.22 Qwen3-MoE-VL); 0.12 is their
+    # RULER script's (Qwen3-MoE); the other knobs keep FLASHPREFILL_FIXED; min_budget exists on their native path
+    "flashprefill": [{"alpha": 0.12}, {"alpha": 0.08}, {"alpha": 0.18}, {"alpha": 0.3},
+                     {"alpha": 0.12, "min_blocks": 4}],
 }
+# every FlashPrefill config of theirs: sink 2 blocks, window 4 blocks, last 2 query blocks dense, no minimum
+FLASHPREFILL_FIXED = {"sink_blocks": 2, "window_blocks": 4, "full_last_blocks": 2, "min_blocks": 0}
 
 
 class PeerUnavailable(Exception):
@@ -172,6 +182,22 @@ def flat_blocks_to_selection(block_idx, n_blocks: int, device) -> Tensor:
             flat = flat.long().to(device)
             selected[b, h, flat[flat < n_blocks * n_blocks]] = True
     return selected.view(len(block_idx), len(block_idx[0]), n_blocks, n_blocks)
+
+
+def compact_blocks_to_selection(block_index: Tensor, counts: Tensor) -> Tensor:
+    """FlashPrefill's block lists as bool ``(batch, heads, n_qblocks, n_kblocks)``.
+
+    block_index ``(batch, n_qblocks, n_kblocks, heads)``: per query block and head, key block indices
+    (theirs: the chosen ones ascending, then n_kblocks as padding); counts ``(batch, n_qblocks, heads)``:
+    how many of them their kernel reads. Only those count, whatever the rest holds."""
+    batch, n_qblocks, n_kblocks, heads = block_index.shape
+    slot = torch.arange(n_kblocks, device=block_index.device)[None, None, :, None]
+    read = slot < counts[:, :, None, :].long()
+    # entries not read go to a spare column n_kblocks, dropped below
+    index = torch.where(read, block_index.long().clamp(0, n_kblocks), n_kblocks)
+    selected = torch.zeros(batch, n_qblocks, n_kblocks + 1, heads, dtype=torch.bool, device=block_index.device)
+    selected.scatter_(2, index, True)
+    return selected[:, :, :n_kblocks].permute(0, 3, 1, 2)
 
 
 def selection_to_flat_blocks(selected: Tensor) -> list[list[Tensor]]:
@@ -340,6 +366,67 @@ def add_wheels(peers_dir: Path) -> None:
             sys.path.append(str(wheel))
 
 
+def fla_stand_ins() -> None:
+    """FlashPrefill's file imports two decorators from fla.utils (flash-linear-attention, which pulls
+    in transformers): where fla is not installed, stand-ins doing what they do on our calls. ``contiguous``
+    makes every tensor argument contiguous; ``autocast_custom_fwd`` only matters under autocast, which
+    this tool never enables."""
+    try:
+        importlib.import_module("fla.utils")
+        return
+    except ImportError:
+        pass
+
+    def contiguous(fn):
+        def wrapped(ctx, *args, **kwargs):
+            args = [a.contiguous() if isinstance(a, Tensor) else a for a in args]
+            kwargs = {k: v.contiguous() if isinstance(v, Tensor) else v for k, v in kwargs.items()}
+            return fn(ctx, *args, **kwargs)
+        return wrapped
+
+    utils = types.ModuleType("fla.utils")
+    utils.contiguous = contiguous
+    utils.autocast_custom_fwd = lambda fn: fn
+    package = types.ModuleType("fla")
+    package.utils = utils
+    sys.modules.update({"fla": package, "fla.utils": utils})
+
+
+@contextlib.contextmanager
+def interpreter_bool_masks(active: bool):
+    """CPU plumbing runs only: the Triton interpreter (3.x) refuses a load/store mask that mixes a
+    scalar condition with a vector one (``(pid < n) & (offs < m)``: it arrives as int64, "mask has
+    unsupported dtype"); a GPU compiles it fine. Cast such masks to bool while active."""
+    if not active:
+        yield
+        return
+    import numpy as np
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    store, load = builder.create_masked_store, builder.create_masked_load
+
+    def as_bool(mask):
+        return interpreter.TensorHandle(np.asarray(mask.data, dtype=bool), mask.dtype)
+
+    builder.create_masked_store = lambda self, ptrs, value, mask, *a: store(self, ptrs, value, as_bool(mask), *a)
+    builder.create_masked_load = lambda self, ptrs, mask, *a: load(self, ptrs, as_bool(mask), *a)
+    try:
+        yield
+    finally:
+        builder.create_masked_store, builder.create_masked_load = store, load
+
+
+class GridRecorder:
+    """Stands in for a Triton kernel launched as ``kernel[grid](*args)``: keeps each launch's arguments."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.calls.append(args)
+
+
 class Recorder:
     """Stands in for a peer's attention kernel: keeps the arguments of each call, returns zeros
     shaped like the query (so their wrapper finishes and we read the selection it computed)."""
@@ -405,7 +492,7 @@ class Problem:
     """q (1, q_heads, N, head_dim), k, v (1, kv_heads, N, head_dim), the scale, the exact reference."""
 
     def __init__(self, q: Tensor, k: Tensor, v: Tensor, scale: float, source: dict[str, Any]):
-        from s2o_eval.bench.reference import exact_reference
+        from s2o_kernels.reference import exact_reference
 
         self.q, self.k, self.v, self.scale, self.source = q, k, v, scale, source
         self.n_ctx, self.head_dim = q.shape[2], q.shape[3]
@@ -468,7 +555,7 @@ def load_problem(args) -> Problem:
 
 
 def output_errors(out: Tensor, ref: Tensor) -> dict[str, float]:
-    from s2o_eval.bench.reference import output_error
+    from s2o_kernels.reference import output_error
 
     rel_l2, mse = output_error(out, ref)  # accumulates in float64 one head at a time: no full-size copy
     return {"rel_l2": rel_l2, "mse": mse}
@@ -476,9 +563,9 @@ def output_errors(out: Tensor, ref: Tensor) -> dict[str, float]:
 
 def run_executor(problem: Problem, plan, block: int) -> Tensor:
     """Attention on exactly the plan's keys (tau = 0) through the shared executor (PyTorch twin on a CPU)."""
-    from s2o_eval.methods.s2o import execute_plan
+    from s2o_kernels import execute_plan
 
-    return execute_plan(problem.q, problem.k, problem.v, plan, tau=0.0, scale=problem.scale, block_m=block, block_n=0)
+    return execute_plan(problem.q, problem.k, problem.v, plan, tau=0.0, scale=problem.scale, block_m=block)[0]
 
 
 def measure(problem: Problem, keys: Tensor, plan, block: int) -> dict[str, Any]:
@@ -768,10 +855,74 @@ def run_minference(problem: Problem, root: Path, settings, report: dict) -> list
     return rows
 
 
+def run_flashprefill(problem: Problem, root: Path, settings, report: dict) -> list[dict]:
+    """FlashPrefill (github.com/qhfan/FlashPrefill): Triton probe kernels, torch.compile'd selection,
+    Triton attention kernel; no compiled extension.
+
+    Selection: their selection has no function of its own; it sits inside ``FlashPrefill.forward``
+    (ops/flashprefill_native_forward.py, the path of their RULER models), between their probe kernels
+    and their attention kernel. So ``flash_prefill`` runs as written with ``_flash_forward`` replaced
+    by a recorder of the block lists it is handed (``block_index``, ``counts``), converted by
+    ``compact_blocks_to_selection``. Their file is loaded alone (their ops/__init__ also imports the
+    varlen file), with ``fla_stand_ins`` where fla is not installed. q, k, v go in their layout
+    (batch, seq_len, heads, dim), GQA as is (their kernels map q heads to kv heads). On a CPU their
+    two torch.compile'd helpers run eagerly (compiling them needs a GPU for "reduce-overhead") and
+    each autotuned kernel takes its first config (the interpreter cannot time them), the
+    interpreter gets ``interpreter_bool_masks``, and their kernels get fp32 copies of q, k, v.
+    End to end: ``flash_prefill`` whole, their Triton kernel included.
+    """
+    from s2o_kernels.peers.flashprefill import flashprefill_plan
+
+    fla_stand_ins()
+    ops = load_file(root / "ops/flashprefill_native_forward.py", "_peer_flashprefill_ops")
+    their_kernel = ops._flash_forward
+    if problem.on_cpu:  # the interpreter cannot time an autotuner's configs: their first one of each
+        for kernel in (ops.compute_mean_vector, ops.compute_block_score, ops._flash_forward):
+            kernel.configs = kernel.configs[:1]
+    # the interpreter gets their bf16 tl.dot wrong (right in fp32): on a CPU their kernels get fp32 copies
+    their_dtype = torch.float32 if problem.on_cpu else problem.q.dtype
+    if their_dtype != problem.q.dtype:
+        report["notes"].append(f"their kernels ran on fp32 copies of the {problem.q.dtype} inputs "
+                               "(the Triton interpreter gets bf16 tl.dot wrong)")
+    q, k, v = (x.transpose(1, 2).to(their_dtype) for x in (problem.their_q(), problem.k, problem.v))
+
+    def flash_prefill(knobs: dict[str, Any]) -> Tensor:
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # (batch, seq_len, q_heads, dim), theirs to write
+        with torch._dynamo.config.patch(disable=True) if problem.on_cpu else contextlib.nullcontext(), \
+                interpreter_bool_masks(problem.on_cpu):
+            ops.flash_prefill(q, k, v, out, BLOCK, knobs["sink_blocks"], knobs["window_blocks"], knobs["alpha"],
+                              knobs["full_last_blocks"], knobs["min_blocks"])
+        return out
+
+    rows = []
+    for setting in settings:
+        def row_for(setting=setting):
+            knobs = {**FLASHPREFILL_FIXED, **setting}
+            recorder = GridRecorder()
+            ops._flash_forward = recorder
+            try:
+                flash_prefill(knobs)
+            finally:
+                ops._flash_forward = their_kernel
+            # _flash_forward[grid](q, k, v, out, block_index, counts, scale, ...)
+            block_index, counts = recorder.calls[-1][4], recorder.calls[-1][5]
+            selected = compact_blocks_to_selection(block_index, counts)
+            our_plan = flashprefill_plan(problem.q, problem.k, block=BLOCK, scale=problem.scale, **knobs)
+            row = compare(problem, blocks_to_keys(selected, BLOCK, problem.n_ctx), our_plan, BLOCK)
+            row["checks"] = selection_checks(selected)
+            row["_e2e"] = (lambda: flash_prefill(knobs).transpose(1, 2),
+                           "flash_prefill (their selection + Triton kernel)")
+            return row
+        rows.append(guarded(setting, row_for))
+    report["ran"] = ("selection (flash_prefill, the block lists handed to its attention kernel recorded) + "
+                     "end to end (flash_prefill)")
+    return rows
+
+
 # torch-only selections first, their Triton attention kernels last: a fault in one (sticky on a GPU)
 # then costs only what follows it; results are written after each peer
 PEERS: dict[str, Callable] = {"minference": run_minference, "xattention": run_xattention, "pbs": run_pbs,
-                              "flexprefill": run_flexprefill}
+                              "flexprefill": run_flexprefill, "flashprefill": run_flashprefill}
 
 
 def guarded(setting: dict[str, Any], make_row: Callable[[], dict]) -> dict[str, Any]:
@@ -824,8 +975,9 @@ def plain(value):
     return value
 
 
-def fmt(value, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+def fmt(value) -> str:
+    """A float to three significant digits; anything else as it is."""
+    return fmt_num(value, ".3g" if isinstance(value, float) else "")
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -1,28 +1,27 @@
 """Planner quality on real attention: density against output error, same stop rule for every planner.
 
 Each planner's plan is replayed by an exact fp32 PyTorch simulation of the executor's semantics
-(PLAN_FORMAT.md): pass 1 over the sinks and the tile's own segment up to the causal diagonal, then
-the ranked list in chunks of ``block_n`` keys, stopping a (query tile, query head) once the newest
-chunk brings less than ``tau`` of the normalisation mass to every row of the tile. One pass over the
-list serves every tau. Density = QK pairs computed / causal pairs; error = relative L2 of the output
-against dense attention, both over all layers and heads of the capture.
+(kernels/s2o_kernels/executor.py): pass 1 over the sinks and the tile's own segment up to the causal
+diagonal, then the ranked list in chunks of ``block_n`` keys, in bursts of ``patience`` chunks, a
+(query tile, query head) stopping after the first burst whose every chunk brought every row of the
+tile less than ``tau`` of its mass so far. One pass over a list serves every tau. Density = QK pairs
+computed / causal pairs; error = relative L2 of the output against exact dense attention, both over
+all layers and heads of the capture.
 
 Inputs are captured post-RoPE Q/K/V: a file from ``s2o-eval capture`` (e.g. ``--ctx 32k``), or this
 tool's own ``{"q": [...], "k": [...], "v": [...], "scale": s}`` (one ``(batch, heads, seq_len, head_dim)``
 tensor per layer), which ``--capture-gemma N`` makes on the CPU from gemma-3-270m's global-attention
-layers over the first N tokens of the Paul Graham essays (how PLANNER_NOTES.md's tables were made).
+layers over the first N tokens of the Paul Graham essays.
 
-Planner specs: ``s2o`` (Triton planner; GPU, or CPU with TRITON_INTERPRET=1), ``twin`` (its PyTorch
-twin, exact sort), ``bucketed`` (the twin's scores ordered by the Triton planner's buckets, in torch),
-``token_oracle`` (per query head, one list per tile ranked by true mass), ``segment_oracle`` (per query
-head, one list per segment ranked by true mass). Options follow colons: ``twin:guide=head_mean``,
-``s2o:query_permute=1``, ``bucketed:n_buckets=256``.
+Planner specs (``build_plan``): ``s2o`` (the Triton planner: GPU, or CPU with TRITON_INTERPRET=1),
+``twin`` (its PyTorch twin; ``n_buckets=0`` sorts exactly), ``token_oracle`` (per query head, one list
+per tile ranked by true mass), ``segment_oracle`` (per query head, one list per segment ranked by true
+mass). Options follow colons: ``s2o:score=gauss:rank=8``, ``twin:score=head_mean:n_buckets=0``.
 
-    PYTHONPATH=... python scripts/planner_quality.py --capture /tmp/gemma_8192.pt --capture-gemma 8192 \\
-        --seq-len 4096 --segments 256,512 --tiles 64,128 --planners twin:guide=mean,twin:guide=head_mean,token_oracle
+    python scripts/planner_quality.py --capture /tmp/gemma_8192.pt --capture-gemma 8192 --seq-len 4096 \
+        --segments 1024 --tiles 128 --patience 1,4 --planners twin:score=gauss,twin:score=mean,token_oracle
 
-On a GPU with a long capture (e.g. 32K tokens): ``--device cuda --segments 1024 --tiles 128
---planners s2o:guide=mean,s2o:guide=head_mean,token_oracle`` (``s2o`` runs the Triton planner).
+On a GPU with a long capture: ``--device cuda --capture captures/gemma-128k.pt --seq-len 131072``.
 """
 
 from __future__ import annotations
@@ -41,19 +40,10 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # the Triton planner on the CPU; before importing it
 
 from s2o_kernels.oracle import token_oracle_plan  # noqa: E402
-from s2o_kernels.plan import plan_layout  # noqa: E402
-from s2o_kernels.planner import (  # noqa: E402
-    DEFAULT_BUCKETS,
-    DEFAULT_COARSE,
-    DEFAULT_FINE_FRACTION,
-    DEFAULT_GUIDE,
-    DEFAULT_SINKS,
-    _guides_for,
-    bucket_scales,
-    s2o_plan,
-    torch_bucket_ids,
-    torch_s2o_plan,
-)
+from s2o_kernels.guides import DEFAULT_SCORE  # noqa: E402
+from s2o_kernels.planner import s2o_plan  # noqa: E402
+from s2o_kernels.reference import exact_reference, torch_s2o_plan  # noqa: E402
+from s2o_kernels.rules import DEFAULT_SINKS  # noqa: E402
 
 DEFAULT_TAUS = (1e-2, 3e-3, 1e-3)
 
@@ -121,9 +111,11 @@ def capture_gemma(n_tokens: int, path: str) -> None:
 # Exact replay of the executor's stop rule
 # ----------------------------------------------------------------------------------------------
 
-def simulate(q, k, v, plan, *, rows: int, block_n: int, scale: float, taus) -> dict:
+def simulate(q, k, v, plan, *, rows: int, block_n: int, scale: float, taus, patience: int = 1) -> dict:
     """Outputs and computed QK pairs of the early-stopping executor on ``plan``, for every tau at once.
 
+    The stop: the list is walked in bursts of ``patience`` chunks, and a tile stops after the first
+    burst whose every chunk brought every row of the tile less than tau of its mass (rules.py).
     A tile holds ``rows`` rows, as in the executor: ``rows`` query positions of one head when lists
     are per query head, ``rows / G`` positions of each of the G heads of a kv head when lists are
     shared (the tile's stop decision then spans the whole group). Returns
@@ -173,8 +165,11 @@ def simulate(q, k, v, plan, *, rows: int, block_n: int, scale: float, taus) -> d
                         continue
                     walked = torch.full((n_tiles,), n_chunks, device=dev)
                     if tau > 0:
-                        below = tile_gain < tau
-                        walked = torch.where(below.any(1), below.float().argmax(1) + 1, walked)
+                        n_bursts = -(-n_chunks // patience)
+                        dull = torch.nn.functional.pad(tile_gain < tau, (0, n_bursts * patience - n_chunks), value=True)
+                        dull_burst = dull.view(n_tiles, n_bursts, patience).all(-1)
+                        first = dull_burst.float().argmax(1)
+                        walked = torch.where(dull_burst.any(1), ((first + 1) * patience).clamp(max=n_chunks), walked)
                     keys_walked = (walked * block_n).clamp(max=n_list).repeat_interleave(block_m)[:n_rows]
                     taken = e2 * (torch.arange(n_list, device=dev) < keys_walked[:, None])
                     out = (acc1 + taken @ vh[listed]) / (mass1 + taken.sum(-1))[..., None]
@@ -183,69 +178,39 @@ def simulate(q, k, v, plan, *, rows: int, block_n: int, scale: float, taus) -> d
     return {t: (outs[t], pairs[t]) for t in taus}
 
 
-def dense_attention(q, k, v, scale):
-    group = q.shape[1] // k.shape[1]
-    return torch.nn.functional.scaled_dot_product_attention(
-        q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1), is_causal=True, scale=scale)
-
-
 # ----------------------------------------------------------------------------------------------
 # Planners
 # ----------------------------------------------------------------------------------------------
 
-def bucketed_twin_plan(q, k, **options):
-    """The twin's scores in the Triton planner's bucketed order (torch; exact mean / spread, and
-    ascending positions inside a bucket where the kernel's atomics leave them in no set order)."""
-    n_buckets = int(options.pop("n_buckets", DEFAULT_BUCKETS))
-    n_coarse = int(options.pop("n_coarse", DEFAULT_COARSE))
-    fine_fraction = float(options.pop("fine_fraction", DEFAULT_FINE_FRACTION))
-    plan = torch_s2o_plan(q, k, **options)
-    lengths, starts = plan_layout(q.shape[2], plan.segment, plan.sinks)
-    guides = _guides_for(q, k, plan.segment, options.get("guide", DEFAULT_GUIDE))[:, :, :, 0, :]
-    group = q.shape[1] // k.shape[1]
-    per_head = guides.shape[1] == q.shape[1]
-    for b in range(q.shape[0]):
-        for h in range(guides.shape[1]):
-            keys = k[b, h // group if per_head else h].float()
-            for s, (start, n) in enumerate(zip(starts.tolist(), lengths.tolist())):
-                if n == 0:
-                    continue
-                score = keys[plan.sinks:plan.sinks + n] @ guides[b, h, s]
-                scales = bucket_scales(score.max(), score.min(), score.mean(), score.std(unbiased=False),
-                                       n_buckets=n_buckets, n_coarse=n_coarse, fine_fraction=fine_fraction)
-                bucket = torch_bucket_ids(score, *scales, n_buckets=n_buckets, n_coarse=n_coarse)
-                order = torch.argsort(bucket * n + torch.arange(n, device=q.device))
-                plan.key_index[b, h, start:start + n] = (order + plan.sinks).to(torch.int32)
-    return plan
-
-
 def build_plan(spec: str, q, k, *, segment: int, rows: int, group: int, sinks: int, scale: float):
+    """A plan from ``name:key=value:...``: ``s2o`` (the Triton planner; its GPU path, or the interpreter),
+    ``twin`` (its PyTorch twin; ``n_buckets=0`` sorts exactly), ``token_oracle`` (a list per tile of
+    ``rows`` positions), ``segment_oracle`` (a list per segment), both per query head by true mass."""
     name, *pairs = spec.split(":")
     options = {}
     for pair in pairs:
         key, value = pair.split("=")
-        try:
-            options[key] = int(value)
-        except ValueError:
+        for kind in (int, float, str):
             try:
-                options[key] = float(value)
+                options[key] = kind(value)
+                break
             except ValueError:
-                options[key] = value
+                continue
     if "query_permute" in options:
         options["query_permute"] = bool(options["query_permute"])
-    # Shared lists tile rows/G positions of G heads; the check only needs a divisor of the segment.
-    common = dict(segment=segment, sinks=sinks, block_m=max(1, rows // group))
+    per_head = options.get("score", DEFAULT_SCORE) != "mean"
+    # Shared lists tile rows/G positions of G heads; per-head lists tile rows positions of one head.
+    common = dict(segment=segment, sinks=sinks, block_m=rows if per_head else max(1, rows // group), scale=scale)
     if name == "s2o":
-        return s2o_plan(q.to(torch.float16), k.to(torch.float16), **common, **options) if q.is_cuda else s2o_plan(q, k, **common, **options)
+        half = (lambda t: t.to(torch.bfloat16)) if q.is_cuda else (lambda t: t)
+        return s2o_plan(half(q), half(k), **common, **options)
     if name == "twin":
-        return torch_s2o_plan(q, k, **common, scale=scale, **options)
-    if name == "bucketed":
-        return bucketed_twin_plan(q, k, **common, **options)
+        return torch_s2o_plan(q, k, **common, **options)
     if name == "token_oracle":
         return token_oracle_plan(q, k, segment=rows, sinks=sinks, block_m=rows, scale=scale)
     if name == "segment_oracle":
         return token_oracle_plan(q, k, segment=segment, sinks=sinks, block_m=rows, scale=scale)
-    raise SystemExit(f"unknown planner {name!r}: use s2o, twin, bucketed, token_oracle or segment_oracle")
+    raise SystemExit(f"unknown planner {name!r}: use s2o, twin, token_oracle or segment_oracle")
 
 
 def density_at_error(points, target):
@@ -264,15 +229,16 @@ def main(argv=None) -> None:
     parser.add_argument("--capture-gemma", type=int, default=0, help="tokens to capture from gemma-3-270m (CPU)")
     parser.add_argument("--seq-len", type=int, default=None, help="tokens to use (default: all)")
     parser.add_argument("--layers", default=None, help="layer indices in the capture, e.g. 0,2 (default: all)")
-    parser.add_argument("--segments", default="256,512")
-    parser.add_argument("--tiles", default="64,128",
+    parser.add_argument("--segments", default="1024")
+    parser.add_argument("--tiles", default="128",
                         help="rows per query tile (the executor packs G heads x rows/G positions for shared lists)")
     parser.add_argument("--block-n", type=int, default=64, help="keys per chunk (the executor's BLOCK_N)")
     parser.add_argument("--sinks", type=int, default=DEFAULT_SINKS)
     parser.add_argument("--taus", default=",".join(str(t) for t in DEFAULT_TAUS))
     parser.add_argument("--equal-error", default="0.05,0.02,0.01", help="errors at which to interpolate density")
-    parser.add_argument("--planners", default="twin:guide=mean,bucketed:guide=mean,twin:guide=head_mean,"
-                                                 "bucketed:guide=head_mean,segment_oracle,token_oracle")
+    parser.add_argument("--planners", default="s2o:score=gauss:rank=8,s2o:score=head_mean,s2o:score=mean,"
+                                                 "segment_oracle,token_oracle")
+    parser.add_argument("--patience", default="1,4", help="stop patience values (chunks per burst)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default=None, help="write the raw results here")
     args = parser.parse_args(argv)
@@ -285,43 +251,45 @@ def main(argv=None) -> None:
         layers = [layers[int(i)] for i in args.layers.split(",")]
     taus = [float(t) for t in args.taus.split(",")]
     targets = [float(e) for e in args.equal_error.split(",")] if args.equal_error else []
-    dense = [dense_attention(q, k, v, scale) for q, k, v in layers]
+    dense = [exact_reference(q, k, v, scale) for q, k, v in layers]
     group = layers[0][0].shape[1] // layers[0][1].shape[1]
     results = []
     for rows in (int(t) for t in args.tiles.split(",")):
         for segment in (int(s) for s in args.segments.split(",")):
             if segment % rows:
                 continue
-            for spec in args.planners.split(","):
+            for spec, patience in ((s, int(p)) for s in args.planners.split(",") for p in args.patience.split(",")):
                 if spec == "token_oracle" and segment != int(args.segments.split(",")[0]):
                     continue  # the per-tile oracle does not depend on the segment
                 began = time.time()
                 totals = {t: [0, 0, 0.0, 0.0] for t in taus}
                 for (q, k, v), ref in zip(layers, dense):
                     plan = build_plan(spec, q, k, segment=segment, rows=rows, group=group, sinks=args.sinks, scale=scale)
-                    for tau, (out, pairs) in simulate(q, k, v, plan, rows=rows, block_n=args.block_n, scale=scale, taus=taus).items():
+                    for tau, (out, pairs) in simulate(q, k, v, plan, rows=rows, block_n=args.block_n, scale=scale,
+                                                      taus=taus, patience=patience).items():
                         n = q.shape[2]
                         totals[tau][0] += pairs
                         totals[tau][1] += q.shape[0] * q.shape[1] * n * (n + 1) // 2
                         totals[tau][2] += float(((out - ref) ** 2).sum())
                         totals[tau][3] += float((ref ** 2).sum())
                 cells = {t: (p / c, math.sqrt(e / r)) for t, (p, c, e, r) in totals.items()}
-                row = {"planner": spec, "segment": segment if spec != "token_oracle" else rows, "rows": rows,
+                row = {"planner": spec, "patience": patience, "segment": segment if spec != "token_oracle" else rows, "rows": rows,
                        "block_n": args.block_n, "by_tau": {str(t): {"density": d, "rel_l2": e} for t, (d, e) in cells.items()},
                        "density_at_error": {str(e): density_at_error(list(cells.values()), e) for e in targets},
                        "seconds": time.time() - began}
                 results.append(row)
-                print(f"done {spec} S={row['segment']} rows={rows} in {row['seconds']:.0f}s", file=sys.stderr, flush=True)
+                print(f"done {spec} P={patience} S={row['segment']} rows={rows} in {row['seconds']:.0f}s", file=sys.stderr,
+                      flush=True)
     n_ctx = layers[0][0].shape[2]
     print(f"\n{len(layers)} layers, {n_ctx} tokens, sinks {args.sinks}, device {args.device}; cells: density / rel L2 error\n")
-    head = "| planner | S | rows | BN | " + " | ".join(f"tau {t:g}" for t in taus)
+    head = "| planner | patience | S | rows | BN | " + " | ".join(f"tau {t:g}" for t in taus)
     head += "".join(f" | density @ err {e:g}" for e in targets) + " |"
     print(head)
-    print("|" + "---|" * (4 + len(taus) + len(targets)))
+    print("|" + "---|" * (5 + len(taus) + len(targets)))
     for row in results:
         cells = " | ".join(f"{row['by_tau'][str(t)]['density']:.3f} / {row['by_tau'][str(t)]['rel_l2']:.4f}" for t in taus)
         eq = "".join(f" | {row['density_at_error'][str(e)]:.3f}" for e in targets)
-        print(f"| {row['planner']} | {row['segment']} | {row['rows']} | {row['block_n']} | {cells}{eq} |")
+        print(f"| {row['planner']} | {row['patience']} | {row['segment']} | {row['rows']} | {row['block_n']} | {cells}{eq} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"seq_len": n_ctx, "layers": len(layers), "sinks": args.sinks, "results": results}, f, indent=1)

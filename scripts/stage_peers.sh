@@ -7,7 +7,7 @@
 # Usage: scripts/stage_peers.sh DIR [MIRRORS]
 #   MIRRORS (default /work/.mirror) holds git mirrors as <owner>+<name>/repo, as the session's `fetch`
 #   tool makes them (fetch github:ByteDance-Seed/FlexPrefill, github:mit-han-lab/x-attention,
-#   github:microsoft/MInference, github:xinghaow99/pbs-attn).
+#   github:microsoft/MInference, github:xinghaow99/pbs-attn, github:qhfan/FlashPrefill).
 set -euo pipefail
 dir=${1:?usage: stage_peers.sh DIR [MIRRORS]}
 mirrors=${2:-/work/.mirror}
@@ -18,6 +18,7 @@ peers=(
   "xattention mit-han-lab+x-attention xattn"
   "minference microsoft+MInference minference"
   "pbs xinghaow99+pbs-attn pbs_attn"
+  "flashprefill qhfan+FlashPrefill ops"
 )
 mkdir -p "$dir"
 for entry in "${peers[@]}"; do

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from s2o_eval.bench.capture import CapturedLayer, write_capture
 from s2o_eval.bench.markdown import render_markdown
 from s2o_eval.bench.records import add_ratios, interpolate_at_error, matched_error_rows
-from s2o_eval.bench.reference import exact_reference, output_error
+from s2o_kernels.reference import exact_reference, output_error
 from s2o_eval.bench.runner import BenchRequest, parse_sweeps, run_bench
 from s2o_eval.bench.workloads import load_workload, random_workload
 from s2o_eval.cli import app
@@ -26,7 +26,7 @@ from s2o_eval.errors import UserError
 from s2o_eval.methods import METHODS, AttentionStats
 from s2o_eval.methods.base import SparseMethod
 from s2o_eval.sliding import sliding_window_attention
-from s2o_kernels import dense_plan, sparse_attention, torch_dense_causal
+from s2o_kernels import dense_plan, sparse_attention
 
 RECORD_FIELDS = {"workload", "method", "params", "ctx", "shape", "device", "versions", "ms_plan", "ms_execute",
                  "ms_total", "density", "rel_l2", "mse", "efficiency", "skipped", "speedup", "plan_share"}
@@ -109,8 +109,8 @@ def test_capture_workload_stacks_layers_layer_major(tmp_path):
         assert torch.equal(workload.k[:, 2 * index:2 * index + 2], layer.k[:, :, :32])
         assert torch.equal(workload.v[:, 2 * index:2 * index + 2], layer.v[:, :, :32])
     # GQA on the stacked problem pairs every q head with its own layer's kv heads
-    stacked = torch_dense_causal(workload.q, workload.k, workload.v, workload.scale)
-    per_layer = torch.cat([torch_dense_causal(l.q[:, :, :32], l.k[:, :, :32], l.v[:, :, :32], 0.25) for l in layers], 1)
+    stacked = exact_reference(workload.q, workload.k, workload.v, workload.scale)
+    per_layer = torch.cat([exact_reference(l.q[:, :, :32], l.k[:, :, :32], l.v[:, :, :32], 0.25) for l in layers], 1)
     torch.testing.assert_close(stacked, per_layer)
 
 
@@ -142,7 +142,12 @@ def test_exact_reference_chunked_equals_dense_and_errors():
     gen = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(1, h, 50, 16, generator=gen) for h in (6, 2, 2))
     ref = exact_reference(q.half(), k.half(), v.half(), 0.3, chunk_bytes=3 * 2 * 4 * 50 * 7)  # 7-query chunks
-    torch.testing.assert_close(ref, torch_dense_causal(q.half(), k.half(), v.half(), 0.3), atol=1e-6, rtol=1e-5)
+    # against an unchunked softmax written out here, GQA by repeated kv heads
+    qf, kf, vf = (t.half().double() for t in (q, k, v))
+    scores = (qf @ kf.repeat_interleave(3, 1).transpose(-1, -2) * 0.3).masked_fill(
+        torch.ones(50, 50, dtype=torch.bool).triu(1), float("-inf"))
+    naive = torch.softmax(scores, -1) @ vf.repeat_interleave(3, 1)
+    torch.testing.assert_close(ref, naive.float(), atol=1e-6, rtol=1e-5)
     assert ref.dtype == torch.float32
     assert output_error(ref, ref) == (0.0, 0.0)
     rel_l2, mse = output_error(ref * 1.01, ref)
@@ -306,7 +311,7 @@ def test_cli_bench_user_errors(tmp_path):
     ]
     for args, message in cases:
         result = runner.invoke(app, ["bench", *args, "--out-dir", str(tmp_path), "-q"])
-        assert result.exit_code == 1 and message in result.output, (args, result.output)
+        assert result.exit_code == 4 and message in result.output, (args, result.output)
 
 
 @pytest.mark.gpu

@@ -12,22 +12,13 @@ from s2o_eval.bench.capture import FORMAT, capture_layers, capturing, choose_lay
 from s2o_eval.cli import app
 from s2o_eval.errors import UserError
 from s2o_eval.sliding import sliding_window_attention
-from s2o_kernels import torch_dense_causal
+from s2o_kernels.reference import exact_reference
 
-from tiny import TEXT, make_tokenizer
+from tiny_models import TEXT, make_qkv, make_tokenizer, tiny_gemma_config
 
 WINDOW = 8
 LAYER_TYPES = ["sliding_attention", "full_attention", "sliding_attention", "sliding_attention", "full_attention"]
 FULL_LAYERS = [1, 4]
-
-
-def _gemma_config(vocab_size: int, max_positions: int = 4096):
-    from transformers import Gemma3TextConfig
-
-    return Gemma3TextConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=5,
-                            num_attention_heads=4, num_key_value_heads=2, head_dim=32, query_pre_attn_scalar=24,
-                            sliding_window=WINDOW, layer_types=LAYER_TYPES, max_position_embeddings=max_positions,
-                            bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +30,9 @@ def tiny_gemma_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny-gemma")
     tokenizer = make_tokenizer(path)
     torch.manual_seed(0)
-    Gemma3ForCausalLM(_gemma_config(len(tokenizer), max_positions=128)).save_pretrained(path)
+    config = tiny_gemma_config(len(tokenizer), layer_types=LAYER_TYPES, max_positions=128, sliding_window=WINDOW,
+                               query_pre_attn_scalar=24)  # a scale other than head_dim ** -0.5
+    Gemma3ForCausalLM(config).save_pretrained(path)
     return path
 
 
@@ -54,7 +47,7 @@ def _ids(n: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(3, 300, (1, n), generator=torch.Generator().manual_seed(seed))
 
 
-# ------------------------------------------------------------------------------ sliding.py
+# ------------------------------------------------------------------------------ s2o_eval.sliding
 
 def _transformers_sliding_mask(n: int, window: int) -> torch.Tensor:
     from transformers.masking_utils import sliding_window_causal_mask_function
@@ -66,8 +59,7 @@ def _transformers_sliding_mask(n: int, window: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("query_chunk", [1, 7, 64])
 def test_sliding_window_matches_transformers_mask(query_chunk):
-    gen = torch.Generator().manual_seed(2)
-    q, k, v = (torch.randn(2, h, 50, 16, generator=gen) for h in (6, 3, 3))
+    q, k, v = make_qkv(2, 50, batch=2, q_heads=6, kv_heads=3)
     mask = _transformers_sliding_mask(50, WINDOW)
     # the off-by-one: query i sees keys i-7 .. i (the window counts the query itself)
     assert mask[20].nonzero().flatten().tolist() == list(range(13, 21))
@@ -77,11 +69,11 @@ def test_sliding_window_matches_transformers_mask(query_chunk):
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
     # window >= N is plain causal attention
     torch.testing.assert_close(sliding_window_attention(q, k, v, 64, 0.3, query_chunk=query_chunk),
-                               torch_dense_causal(q, k, v, 0.3), atol=1e-6, rtol=1e-5)
+                               exact_reference(q, k, v, 0.3), atol=1e-6, rtol=1e-5)
 
 
 def test_capturing_model_logits_match_transformers(tiny_gemma, monkeypatch):
-    """Sliding layers through sliding.py, global layers through causal SDPA, no mask built: the model's
+    """Sliding layers through s2o_eval.sliding, global layers through causal SDPA, no mask built: the model's
     logits equal transformers' own SDPA path with its materialized sliding mask."""
     ids = _ids(50)
     with torch.no_grad():
@@ -124,7 +116,7 @@ def test_captured_qkv_reproduce_the_layer_attention(tiny_gemma):
     for item in captured:
         assert item.q.shape == (1, 4, 40, 32) and item.k.shape == item.v.shape == (1, 2, 40, 32)
         assert item.scaling == pytest.approx(24 ** -0.5)
-        out = torch_dense_causal(item.q, item.k, item.v, item.scaling)  # (1, Hq, N, D)
+        out = exact_reference(item.q, item.k, item.v, item.scaling)  # (1, Hq, N, D)
         torch.testing.assert_close(out.transpose(1, 2).reshape(1, 40, -1), seen[item.layer], atol=1e-5, rtol=1e-5)
 
 
@@ -149,7 +141,7 @@ def test_capture_cli_writes_the_format(tiny_gemma_dir, tmp_path):
     args = ["capture", "--model", str(tiny_gemma_dir), "--text", str(text), "--ctx", "256", "--out", str(out),
             "--device", "cpu"]
     refused = CliRunner().invoke(app, args)
-    assert refused.exit_code == 1 and "--allow-beyond-window" in refused.output and not out.exists()
+    assert refused.exit_code == 4 and "--allow-beyond-window" in refused.output and not out.exists()
     result = CliRunner().invoke(app, [*args, "--allow-beyond-window"])
     assert result.exit_code == 0, result.output
     payload = read_capture(out)

@@ -13,16 +13,9 @@ from s2o_eval.evaluation import _share
 from s2o_eval.reporting.scale import scale_report
 from s2o_eval.rundir import RunDir
 
-from tiny import make_tiny_llama
-
 # what depends on the clock or the machine, not on what was computed
 TIMING = ("prefill_ms", "peak_mem_mb")
 SUMMARY_TIMING = ("prefill_ms_mean", "prefill_ms_p50", "prefill_ms_p90")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "model", max_positions=4096)
 
 
 # loaded by every Python process started with the hook dir on its path: logs which rank evaluated what
@@ -167,6 +160,16 @@ def test_a_bad_method_is_refused_once_before_any_process_starts(tmp_path):
     done = subprocess.run([sys.executable, "-m", "s2o_eval", "run", "--task", "ruler:vt", "--ctx", "1k", "--method",
                            "nosuch", "--device", "cpu", "--gpus", "2", "--out", str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1
+    assert done.returncode == 4
     assert done.stderr.count("Error: unknown method 'nosuch'") == 1 and "torch.distributed" not in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_launched_processes_pass_their_exit_code_through_torchrun(tiny_model, tmp_path):
+    """torchrun ends with 1 whatever its processes' codes; the command ends with theirs (4 here)."""
+    done = subprocess.run([sys.executable, "-m", "s2o_eval", "run", "--model", str(tiny_model), "--task", "ruler:vt",
+                           "--ctx", "8k", "--method", "sdpa", "--device", "cpu", "--gpus", "2", "--out",
+                           str(tmp_path / "run"), "-q"], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "beyond" in done.stderr

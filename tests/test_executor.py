@@ -17,7 +17,7 @@ from s2o_kernels import (
     dense_plan,
     sparse_attention,
     torch_decide_chunks,
-    torch_dense_causal,
+    exact_reference,
     torch_sparse_attention,
 )
 
@@ -122,9 +122,9 @@ def full_chunks(plan: Plan, q_heads: int, kv_heads: int, n_ctx: int, block_m: in
     return (plan.list_len.cpu().long()[:, plan_head][:, :, tile_seg] + block_n - 1) // block_n
 
 
-def run(q, k, v, plan, tau, block_m, block_n, stop_rule="chunk", **kwargs):
+def run(q, k, v, plan, tau, block_m, block_n, stop_rule="chunk", patience=1, **kwargs):
     return sparse_attention(q, k, v, plan, tau=tau, config=ExecConfig(block_m=block_m, block_n=block_n, **kwargs),
-                            stop_rule=stop_rule, return_stats=True)
+                            stop_rule=stop_rule, patience=patience, return_stats=True)
 
 
 def assert_close(actual, expected, dtype):
@@ -151,7 +151,7 @@ def test_dense_plan_tau0_is_dense_causal(batch, q_heads, kv_heads, n_ctx, head_d
     plan = dense_plan(q, k, segment, sinks, block_m)
     out, stats = run(q, k, v, plan, 0.0, block_m, block_n)
     assert out.shape == q.shape and out.dtype == q.dtype
-    dense = torch_dense_causal(q, k, v)
+    dense = exact_reference(q, k, v)
     assert_close(out, dense, q.dtype)
     sdpa = torch.nn.functional.scaled_dot_product_attention(
         q.float(), k.float().repeat_interleave(q_heads // kv_heads, 1), v.float().repeat_interleave(q_heads // kv_heads, 1),
@@ -172,7 +172,7 @@ def test_permuted_lists_and_query_order_tau0_is_dense(per_head):
     plan = build_plan(q, k, segment, sinks, seed=11, per_head=per_head, permute_queries=True)
     block_m = 8 if not per_head else 16
     out, stats = run(q, k, v, plan, 0.0, block_m, 16)
-    assert_close(out, torch_dense_causal(q, k, v), q.dtype)
+    assert_close(out, exact_reference(q, k, v), q.dtype)
     assert stats.density == 1.0
 
 
@@ -193,7 +193,7 @@ def test_subset_lists_per_head_match_reference(batch, q_heads, kv_heads, n_ctx, 
     assert torch.equal(stats.computed_pairs.cpu(), pairs)
     assert 0.3 < stats.density < 0.9
     # Selection changed the result: dense attention is measurably different.
-    assert (out.float() - torch_dense_causal(q, k, v)).abs().max() > 1e-2
+    assert (out.float() - exact_reference(q, k, v)).abs().max() > 1e-2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +255,37 @@ def test_tail_stop_obeys_rule_and_matches_replay(q_heads, kv_heads, head_dim, pe
     pairs = count_pairs(plan, chunks, q_heads, kv_heads, n_ctx, block_m, block_n)
     assert torch.equal(stats.computed_pairs.cpu(), pairs)
     assert stats.density < 1.0
+
+
+@pytest.mark.parametrize("q_heads,kv_heads,per_head,block_m,launch,patience", [
+    pytest.param(4, 1, False, 8, {"stop_burst": 1}, 2, id="gqa4-shared-while-p2"),
+    pytest.param(4, 1, False, 8, {"stop_burst": 1, "prefetch_kv": True}, 3, id="gqa4-shared-prefetch-p3"),
+    pytest.param(2, 1, True, 16, {"stop_burst": 2}, 3, id="gqa2-per-head-burst2-p3"),
+    pytest.param(2, 1, True, 16, {"stop_burst": 2, "interleave_heads": False}, 3, id="gqa2-per-head-head-major-p3"),
+    pytest.param(2, 2, True, 16, {"stop_burst": 4}, 2, id="mha-per-head-burst4-p2"),
+])
+def test_patience_walks_past_dull_chunks_and_obeys_rule(q_heads, kv_heads, per_head, block_m, launch, patience):
+    # N = 300: ragged last tile and chunk. The order is random, so dull chunks come before bright ones:
+    # what patience is for.
+    batch, n_ctx, segment, sinks, tau, block_n = 1, 300, 64, 4, 0.2, 16
+    q, k, v = make_qkv(500 + patience, batch, q_heads, kv_heads, n_ctx, 64, heavy=4.0)
+    plan = build_plan(q, k, segment, sinks, seed=5, per_head=per_head, rank="random")
+    _, eager = run(q, k, v, plan, tau, block_m, block_n, **launch)
+    out, stats = run(q, k, v, plan, tau, block_m, block_n, patience=patience, **launch)
+
+    full = full_chunks(plan, q_heads, kv_heads, n_ctx, block_m, block_n)
+    chunks, eager_chunks = stats.chunks.cpu().long(), eager.chunks.cpu().long()
+    assert (chunks <= full).all() and (chunks >= eager_chunks).all()
+    assert (chunks > eager_chunks).any(), "patience never walked further: the test would not exercise it"
+    assert (chunks < full).any(), "no tile stopped early: the test would not exercise the stop"
+    assert check_stop_rule(q, k, v, plan, stats.chunks, tau, block_m=block_m, block_n=block_n, patience=patience) == []
+    # The checker can fail: the impatient counts break the patient rule.
+    assert check_stop_rule(q, k, v, plan, eager.chunks, tau, block_m=block_m, block_n=block_n, patience=patience)
+    decided = torch_decide_chunks(q, k, plan, tau, block_m=block_m, block_n=block_n, patience=patience)
+    assert (decided != stats.chunks.cpu()).float().mean() < 0.05  # float64 vs fp32 decisions near tau
+    expected = torch_sparse_attention(q, k, v, plan, chunks=stats.chunks, block_m=block_m, block_n=block_n)
+    assert_close(out, expected, q.dtype)
+    assert torch.equal(stats.computed_pairs.cpu(), count_pairs(plan, chunks, q_heads, kv_heads, n_ctx, block_m, block_n))
 
 
 def test_stop_rule_check_catches_wrong_counts():
@@ -341,7 +372,7 @@ def test_exec_config_from_environment(monkeypatch):
     out, stats = sparse_attention(q, k, v, dense_plan(q, k, 16, 0), return_stats=True)
     assert (stats.block_m, stats.block_n) == (16, 32)
     assert stats.chunks.shape[-1] == 3
-    assert_close(out, torch_dense_causal(q, k, v), q.dtype)
+    assert_close(out, exact_reference(q, k, v), q.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,7 +389,7 @@ def test_bf16_dense_and_early_stop(q_heads, kv_heads, head_dim, config):
     n_ctx = 1000
     q, k, v = make_qkv(55, 2, q_heads, kv_heads, n_ctx, head_dim, dtype=torch.bfloat16, heavy=4.0)
     out, stats = sparse_attention(q, k, v, dense_plan(q, k, 128, 4), config=config, return_stats=True)
-    assert_close(out, torch_dense_causal(q, k, v), q.dtype)
+    assert_close(out, exact_reference(q, k, v), q.dtype)
     assert stats.density == 1.0
     plan = build_plan(q, k, 128, 4, seed=8, rank="guide", permute_queries=True)
     out, stats = sparse_attention(q, k, v, plan, tau=0.01, config=config, return_stats=True)

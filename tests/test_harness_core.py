@@ -10,6 +10,8 @@ from s2o_eval.methods import METHODS, create, parse_method_args, resolve_dense
 from s2o_eval.rundir import RunDir, config_hash, summarize
 from s2o_eval.suites import ctx_label, parse_ctx
 
+from tiny_models import make_qkv, make_tiny_llama, tiny_gemma_config, tiny_llama_config
+
 
 # -- methods ------------------------------------------------------------------------------------
 
@@ -35,10 +37,7 @@ def test_unknown_method_and_bad_args_are_user_errors():
 
 @pytest.mark.parametrize("hq,hkv,n,d", [(4, 4, 33, 64), (8, 2, 70, 128), (4, 1, 17, 256)])
 def test_sdpa_and_eager_agree_on_random_inputs(hq, hkv, n, d):
-    gen = torch.Generator().manual_seed(n)
-    q = torch.randn(2, hq, n, d, generator=gen)
-    k = torch.randn(2, hkv, n, d, generator=gen)
-    v = torch.randn(2, hkv, n, d, generator=gen)
+    q, k, v = make_qkv(n, n, batch=2, q_heads=hq, kv_heads=hkv, head_dim=d)
     a = create("sdpa").prefill(q, k, v, scale=d ** -0.5)
     b = create("eager").prefill(q, k, v, scale=d ** -0.5)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
@@ -47,12 +46,10 @@ def test_sdpa_and_eager_agree_on_random_inputs(hq, hkv, n, d):
 # -- patching -----------------------------------------------------------------------------------
 
 def _tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
-    return LlamaForCausalLM(cfg).eval()
+    return LlamaForCausalLM(tiny_llama_config(128, 512)).eval()
 
 
 def test_patched_prefill_matches_and_decode_stays_dense():
@@ -74,14 +71,10 @@ def test_patched_prefill_matches_and_decode_stays_dense():
 
 def _tiny_gemma():
     """Two sliding-window layers (window 8) and one full layer, as Gemma 3 mixes them."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    from transformers import Gemma3ForCausalLM
 
     torch.manual_seed(0)
-    cfg = Gemma3TextConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                           num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=8,
-                           layer_types=["sliding_attention", "sliding_attention", "full_attention"],
-                           max_position_embeddings=256)
-    return Gemma3ForCausalLM(cfg).eval()
+    return Gemma3ForCausalLM(tiny_gemma_config()).eval()
 
 
 def test_sliding_window_layers_keep_their_own_attention():
@@ -125,7 +118,6 @@ def test_static_cache_decode_through_the_lm_class(tmp_path):
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     from s2o_eval.lm import S2OEvalLM
-    from tiny import make_tiny_llama
 
     path = make_tiny_llama(tmp_path / "m", max_positions=512)
     model = LlamaForCausalLM.from_pretrained(path).eval()

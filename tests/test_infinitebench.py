@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tiny import make_tokenizer
+from tiny_models import make_tokenizer
 
 pytest.importorskip("lm_eval")
 
@@ -349,7 +349,7 @@ def test_data_status(data_dir, tmp_path, monkeypatch):
     assert data_status("passkey", data_dir) is None
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
-    monkeypatch.setattr("s2o_tasks.common._hub_reachable", lambda: True)  # as if the hub answered
+    monkeypatch.setattr("s2o_tasks.common.hub_reachable", lambda: True)  # as if the hub answered
     assert data_status("passkey", str(tmp_path)).startswith("from the hub")
     with pytest.raises(ValueError, match="unknown InfiniteBench split"):
         data_status("longbook_qa_en", data_dir)  # stock lm-eval's name: not a real split

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from tiny import make_tokenizer
+from tiny_models import make_tokenizer
 
 pytest.importorskip("lm_eval")
 
@@ -251,7 +251,7 @@ def test_data_status(data_dir, tmp_path, monkeypatch):
     assert data_status("longbench_v2", data_dir) is None
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
-    monkeypatch.setattr("s2o_tasks.common._hub_reachable", lambda: True)  # as if the hub answered
+    monkeypatch.setattr("s2o_tasks.common.hub_reachable", lambda: True)  # as if the hub answered
     assert data_status("s2o_longbench_v2", str(tmp_path)).startswith("from the hub")
 
 

@@ -28,6 +28,8 @@ from s2o_eval.models.gguf_tokenizer import (
 from s2o_eval.models.loading import resolve_device
 from s2o_eval.models.sources import assemble_embedded_gguf, embedded_sha256
 
+from tiny_models import tiny_gemma_config
+
 PROMPT = "The capital of France is"
 PROMPT_IDS = [2, 818, 5279, 529, 7001, 563]  # from the issue: <bos> The ▁capital ▁of ▁France ▁is
 
@@ -254,11 +256,11 @@ def test_load_local_directory(tmp_path, gemma_tokenizer):
     """A plain HF model directory: loaded as is, in the dtype asked for, its window from its config."""
     import shutil
 
-    from transformers import AutoModelForCausalLM, Gemma3TextConfig
+    from transformers import AutoModelForCausalLM
 
-    config = Gemma3TextConfig(vocab_size=262144, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                              num_attention_heads=2, num_key_value_heads=1, head_dim=8,
-                              max_position_embeddings=4096)
+    # Gemma's own vocabulary (its tokenizer is copied in), everything else tiny
+    config = tiny_gemma_config(262144, max_positions=4096, hidden_size=16, intermediate_size=32,
+                               num_attention_heads=2, num_key_value_heads=1, head_dim=8)
     torch.manual_seed(0)
     model_dir = tmp_path / "tiny-gemma"
     AutoModelForCausalLM.from_config(config).save_pretrained(str(model_dir))

@@ -3,24 +3,37 @@
 Numbers worked out by hand on tiny selections: key masks (per q head and query block, the keys
 listed before the block's diagonal), their density, Jaccard overlap, and the conversions from each
 peer's own selection format (FlexPrefill's flattened block grid, PBS-Attn's permuted blocks,
-MInference's vertical-slash indices as its index-conversion kernel expands them).
+MInference's vertical-slash indices as its index-conversion kernel expands them, FlashPrefill's
+block lists with their counts), and the stand-ins the FlashPrefill check runs their code with.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from s2o_kernels.block_plan import blocks_to_plan, plan_density
+
+from tiny_models import make_qkv
 
 TOOL = Path(__file__).resolve().parents[1] / "scripts" / "peer_faithfulness.py"
 _spec = importlib.util.spec_from_file_location("peer_faithfulness", TOOL)
 pf = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(pf)
+
+
+@triton.jit
+def _store_first_n(OUT, n, BLOCK: tl.constexpr):
+    # a scalar condition and a vector one in one mask, as FlashPrefill's probe kernel writes its scores
+    offs = tl.arange(0, BLOCK)
+    tl.store(OUT + offs, offs.to(tl.float32), mask=(tl.program_id(0) < tl.cdiv(n, BLOCK)) & (offs < n))
 
 
 def key_sets(keys: torch.Tensor) -> list[set[int]]:
@@ -166,8 +179,8 @@ def test_random_inputs_are_seeded_and_gemma_shaped():
 
 
 def test_compare_our_selection_with_itself():
+    q, k, v = make_qkv(2, 64)
     gen = torch.Generator().manual_seed(2)
-    q, k, v = (torch.randn(1, h, 64, 16, generator=gen) for h in (4, 2, 2))
     problem = pf.Problem(q, k, v, 0.25, {"kind": "test"})
     selected = torch.rand(1, 4, 4, 4, generator=gen) < 0.5
     plan = blocks_to_plan(selected, 16, 64)
@@ -178,3 +191,50 @@ def test_compare_our_selection_with_itself():
     dense = pf.compare(problem, pf.blocks_to_keys(torch.ones_like(selected), 16, 64), plan, 16)
     assert dense["theirs"]["density"] == 1.0 and dense["theirs"]["rel_l2"] < 1e-5
     assert not math.isnan(dense["ours"]["rel_l2"])
+
+
+def test_flashprefill_block_lists_by_hand():
+    # 3 query blocks x 3 key blocks, 2 heads; their lists: chosen blocks ascending, padded with 3
+    head0 = [[0, 3, 3], [0, 1, 3], [0, 2, 3]]
+    head1 = [[0, 3, 3], [1, 3, 3], [0, 1, 2]]
+    block_index = torch.stack([torch.tensor(head0), torch.tensor(head1)], dim=-1)[None]  # (1, 3, 3, 2)
+    counts = torch.tensor([[1, 1], [2, 1], [2, 2]], dtype=torch.int32)[None]               # (1, 3, 2)
+    selected = pf.compact_blocks_to_selection(block_index, counts)
+    assert selected[0, 0].int().tolist() == [[1, 0, 0], [1, 1, 0], [1, 0, 1]]
+    # head 1, query block 2 lists 0, 1, 2 but its count is 2: their kernel never reads block 2
+    assert selected[0, 1].int().tolist() == [[1, 0, 0], [0, 1, 0], [1, 1, 0]]
+    assert pf.selection_checks(selected) == {"diagonal_blocks_missing": 1, "blocks_above_diagonal": 0}
+
+
+def test_grid_recorder_keeps_each_launchs_arguments():
+    recorder = pf.GridRecorder()
+    recorder[(4, 2, 1)]("q", "k", 3)
+    recorder[lambda meta: (1,)]("q2")
+    assert recorder.calls == [("q", "k", 3), ("q2",)]
+
+
+def test_fla_stand_in_makes_tensor_arguments_contiguous():
+    had = {name: sys.modules.get(name) for name in ("fla", "fla.utils")}
+    try:
+        pf.fla_stand_ins()
+        from fla.utils import contiguous
+
+        seen = []
+        contiguous(lambda ctx, x, scale: seen.append((x.is_contiguous(), scale)))(None, torch.zeros(3, 4).T, 0.5)
+        assert seen == [(True, 0.5)]
+    finally:
+        for name, module in had.items():
+            if module is None:
+                sys.modules.pop(name, None)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter's masks only")
+def test_interpreter_bool_masks_let_mixed_masks_store():
+    from triton.runtime import interpreter
+
+    out = torch.zeros(16)
+    store = interpreter.InterpreterBuilder.create_masked_store
+    with pf.interpreter_bool_masks(True):
+        _store_first_n[(1,)](out, 10, 16)
+    assert out.tolist() == [float(i) for i in range(10)] + [0.0] * 6
+    assert interpreter.InterpreterBuilder.create_masked_store is store

@@ -6,7 +6,7 @@ import torch
 
 from s2o_eval.errors import UserError
 from s2o_eval.methods import AttentionStats, create
-from s2o_kernels import torch_dense_causal
+from s2o_kernels.reference import exact_reference
 from s2o_kernels.peers.flexprefill import flexprefill_decision, flexprefill_plan, js_distance
 from s2o_kernels.peers.minference import minference_selection
 
@@ -108,7 +108,7 @@ def test_full_budgets_reproduce_dense_attention(name, args):
     q, k, v = _random(1, 4, 1, 150, 32, seed=3)
     stats = AttentionStats()
     out = create(name, dict(args, block="32")).prefill(q, k, v, scale=32 ** -0.5, stats=stats)
-    torch.testing.assert_close(out, torch_dense_causal(q, k, v), atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(out, exact_reference(q, k, v), atol=2e-5, rtol=2e-5)
     assert stats.density == pytest.approx(1.0)
 
 
@@ -148,7 +148,7 @@ def test_flexprefill_vertical_slash_keeps_hot_columns_for_every_later_block():
     assert int(plan.list_len.sum()) < n * n // 2 // 2                    # far from dense
     method = create("flexprefill", {"block": "32", "gamma": "0.8", "min_budget": "0"})
     out = method.execute(q, k, v, plan, scale=d ** -0.5)
-    err = (out - torch_dense_causal(q, k, v)).norm() / torch_dense_causal(q, k, v).norm()
+    err = (out - exact_reference(q, k, v)).norm() / exact_reference(q, k, v).norm()
     assert float(err) < 0.1                                               # the pattern holds the mass
 
 
@@ -188,7 +188,7 @@ def test_flexprefill_chooses_the_pattern_per_head():
     plan, query_aware = flexprefill_plan(q, k, block=32, gamma=0.8, tau=0.1, min_budget=0, scale=32 ** -0.5)
     assert query_aware.tolist() == [[False, False, True, True]]      # kv head 0 vertical-slash-like, 1 smooth
     err = (create("flexprefill", {"block": "32", "gamma": "0.8"}).execute(q, k, v, plan, scale=32 ** -0.5)
-           - torch_dense_causal(q, k, v)).norm() / torch_dense_causal(q, k, v).norm()
+           - exact_reference(q, k, v)).norm() / exact_reference(q, k, v).norm()
     assert float(err) < 0.2
 
 

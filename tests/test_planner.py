@@ -12,16 +12,13 @@ import torch
 
 from s2o_kernels.oracle import segment_key_mass, token_oracle_plan
 from s2o_kernels.plan import Plan, plan_layout
-from s2o_kernels.planner import (
-    _guides_for,
-    bucket_scales,
-    torch_bucket_ids,
-    s2o_plan,
-    torch_s2o_plan,
-)
+from s2o_kernels.guides import covariance_factors, ranking_scores, score_projections
+from s2o_kernels.planner import s2o_plan
+from s2o_kernels.reference import exact_reference, torch_s2o_plan
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NEEDS_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
+SCALE = 0.25
 
 # (batch, q_heads, kv_heads, seq_len, head_dim, segment, block_m, sinks): ragged last segments,
 # GQA and not, sinks 0, inside the first segment, and longer than a segment.
@@ -48,12 +45,14 @@ def segment_lists(plan: Plan):
                 yield b, h, s, plan.key_index[b, h, start:start + n].long()
 
 
-def list_scores(q, k, plan: Plan, guide: str, b: int, h: int, s: int, keys):
-    """The twin's ranking score of each listed key (guide . key, fp32)."""
-    guides = _guides_for(q, k, plan.segment, guide)[:, :, :, 0, :]
-    group = q.shape[1] // k.shape[1]
-    kv_head = h // group if guides.shape[1] == q.shape[1] else h
-    return k[b, kv_head, keys].float() @ guides[b, h, s]
+def list_scores(q, k, plan: Plan, score: str, rank: int, b: int, h: int, s: int, keys):
+    """Each listed key's ranking score, float64, from the projections the planners use (rounded to k's
+    dtype, as the kernel's tensor cores see them)."""
+    proj = score_projections(q, k.shape[1], plan.segment, score=score, rank=rank, scale=SCALE)
+    proj = proj.to(k.dtype).double()[b, h, s]
+    kv_head = h // (plan.heads // k.shape[1])
+    dots = k[b, kv_head, keys].double() @ proj.T
+    return dots[:, 0] + 0.5 * (dots[:, 1:] ** 2).sum(-1)
 
 
 def check_lists_hold_every_prefix_key(plan: Plan, n_ctx: int):
@@ -67,67 +66,62 @@ def check_lists_hold_every_prefix_key(plan: Plan, n_ctx: int):
         assert torch.equal(keys.sort().values, expected), f"list (b {b}, h {h}, s {s}) is not its whole prefix"
 
 
+def check_bucket_order(keys, score, n_buckets, span):
+    """Along the list, buckets never go back up and keys of one bucket come in position order; keys
+    within 1e-3 of a bucket edge (where fp32 rounding may tip them over) may sit in either bucket."""
+    position = (score.max() - score) * (n_buckets / span)
+    bucket = position.floor().clamp(0, n_buckets - 1)
+    edge = ((position - position.round()).abs() < 1e-3) & (position < n_buckets)
+    clear = ~edge
+    assert bool((bucket[clear][1:] >= bucket[clear][:-1]).all()), "a bucket came after a lower one"
+    for value in bucket[clear].unique():
+        inside = keys[clear & (bucket == value)]
+        assert bool((inside[1:] > inside[:-1]).all()), "keys of one bucket are not in position order"
+
+
+SCORE_CASES = [("mean", 1), ("head_mean", 1), ("gauss", 4)]
+
+
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("guide", ["mean", "head_mean", "head_mix"])
-def test_twin_lists_every_prefix_key_once_in_descending_score(shape, guide):
+@pytest.mark.parametrize("score,rank", SCORE_CASES)
+def test_twin_lists_every_prefix_key_once_by_score(shape, score, rank):
     batch, q_heads, kv_heads, n_ctx, head_dim, segment, block_m, sinks = shape
     q, k = make_qk(0, batch, q_heads, kv_heads, n_ctx, head_dim)
-    plan = torch_s2o_plan(q, k, segment=segment, sinks=sinks, block_m=block_m, guide=guide)
-    plan.check(q, k, block_m=block_m, thorough=True)
-    assert plan.heads == (q_heads if guide == "head_mean" else kv_heads)
-    assert plan.query_order is None
-    check_lists_hold_every_prefix_key(plan, n_ctx)
-    if guide != "head_mix":
-        for b, h, s, keys in segment_lists(plan):
-            score = list_scores(q, k, plan, guide, b, h, s, keys)
-            assert bool((score[1:] <= score[:-1] + 1e-5).all()), "twin lists must be sorted by score"
-
-
-def emulated_buckets(score, n_buckets, n_coarse, fine_fraction):
-    """Bucket of each score as the Triton planner defines it, from exact statistics, and a mask of the
-    scores far enough from every bucket edge that the kernel's own rounding cannot move them."""
-    score = score.double()
-    top, bottom, mean, std = score.max(), score.min(), score.mean(), score.std(unbiased=False)
-    top, threshold, fine_inv, coarse_inv = (x.double() for x in bucket_scales(
-        top, bottom, mean, std, n_buckets=n_buckets, n_coarse=n_coarse, fine_fraction=fine_fraction))
-    fine_pos = (top - score) * fine_inv
-    coarse_pos = (threshold - score) * coarse_inv
-    bucket = torch_bucket_ids(score, top, threshold, fine_inv, coarse_inv, n_buckets=n_buckets, n_coarse=n_coarse)
-    pos = torch.where(score >= threshold, fine_pos, coarse_pos)
-    clear = ((pos - pos.round()).abs() > 1e-3) & ((score - threshold).abs() > 1e-4 * (1 + threshold.abs()))
-    return bucket, clear
+    options = dict(segment=segment, sinks=sinks, block_m=block_m, score=score, rank=rank, scale=SCALE)
+    exact = torch_s2o_plan(q, k, n_buckets=0, **options)
+    bucketed = torch_s2o_plan(q, k, n_buckets=16, span=2.0, **options)
+    for plan in (exact, bucketed):
+        plan.check(q, k, block_m=block_m, thorough=True)
+        assert plan.heads == (kv_heads if score == "mean" else q_heads)
+        assert plan.query_order is None
+        check_lists_hold_every_prefix_key(plan, n_ctx)
+    for (b, h, s, keys), (_, _, _, bucket_keys) in zip(segment_lists(exact), segment_lists(bucketed)):
+        if keys.numel() < 2:
+            continue
+        ranked = list_scores(q, k, exact, score, rank, b, h, s, keys)
+        assert bool((ranked[1:] <= ranked[:-1] + 1e-9).all()), "exact order is not descending"
+        check_bucket_order(bucket_keys, list_scores(q, k, exact, score, rank, b, h, s, bucket_keys), 16, 2.0)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("guide", ["mean", "head_mean"])
+@pytest.mark.parametrize("score,rank", SCORE_CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("fine_fraction", [1.0, 0.3])
-def test_triton_lists_are_the_twin_sets_in_bucket_order(shape, guide, dtype, fine_fraction):
+def test_triton_lists_are_the_twin_lists(shape, score, rank, dtype):
     batch, q_heads, kv_heads, n_ctx, head_dim, segment, block_m, sinks = shape
-    n_buckets, n_coarse = 32, 4
     q, k = make_qk(1, batch, q_heads, kv_heads, n_ctx, head_dim, dtype)
-    options = dict(segment=segment, sinks=sinks, block_m=block_m, guide=guide, n_buckets=n_buckets,
-                   n_coarse=n_coarse, fine_fraction=fine_fraction)
+    options = dict(segment=segment, sinks=sinks, block_m=block_m, score=score, rank=rank, n_buckets=32, span=3.0,
+                   scale=SCALE)
     plan = s2o_plan(q, k, **options)
     twin = torch_s2o_plan(q, k, **options)
     plan.check(q, k, block_m=block_m, thorough=True)
     assert plan.key_index.shape == twin.key_index.shape
     assert torch.equal(plan.list_start, twin.list_start) and torch.equal(plan.list_len, twin.list_len)
     check_lists_hold_every_prefix_key(plan, n_ctx)
-    for (b, h, s, keys), (_, _, _, twin_keys) in zip(segment_lists(plan), segment_lists(twin)):
-        if keys.numel() < 2:
-            continue
-        score = list_scores(q, k, plan, guide, b, h, s, keys)
-        bucket, clear = emulated_buckets(score, n_buckets, n_coarse, fine_fraction)
-        # Bucket by bucket: along the list a (clear) key's bucket never goes back up.
-        assert bool((bucket[clear][1:] >= bucket[clear][:-1]).all())
-        # Exact up to one fine bucket at the top: every key clearly in a higher bucket than the
-        # list's k-th key is among its first k, as in the twin's exact order.
-        top = max(1, keys.numel() // 8)
-        kth_bucket = int(bucket[top - 1])
-        above = set(keys[clear & (bucket < kth_bucket)].tolist())
-        assert above <= set(keys[:top].tolist())
-        assert set(twin_keys[:top].tolist()) >= above
+    for b, h, s, keys in segment_lists(plan):
+        if keys.numel() > 1:
+            check_bucket_order(keys, list_scores(q, k, plan, score, rank, b, h, s, keys), 32, 3.0)
+    # Away from bucket edges the two are the same stable counting sort: nearly every slot agrees.
+    assert (plan.key_index == twin.key_index).float().mean() > 0.97
 
 
 def test_triton_order_is_exact_with_one_key_per_bucket():
@@ -138,24 +132,58 @@ def test_triton_order_is_exact_with_one_key_per_bucket():
     q[..., 0] = 1.0
     k = torch.zeros(1, 1, n_ctx, dim, device=DEVICE)
     k[0, 0, :, 0] = torch.randperm(n_ctx, generator=torch.Generator().manual_seed(3)).float().to(DEVICE)
-    plan = s2o_plan(q, k, segment=16, sinks=0, block_m=16, n_buckets=1024, fine_fraction=1.0)
-    twin = torch_s2o_plan(q, k, segment=16, sinks=0, block_m=16)
+    options = dict(segment=16, sinks=0, block_m=16, score="head_mean", scale=1.0)
+    plan = s2o_plan(q, k, n_buckets=1024, span=64.0, **options)
+    twin = torch_s2o_plan(q, k, n_buckets=0, **options)
     assert torch.equal(plan.key_index, twin.key_index)
 
 
-@pytest.mark.parametrize("guide", ["mean", "head_mean"])
-def test_query_order_permutes_within_segments(guide):
+def test_gauss_score_is_mean_logit_plus_half_its_variance():
+    # At full rank the score is exactly log E[exp(q . k)] for Gaussian queries: the mean logit plus half
+    # the logit's variance over the segment's (scaled) queries.
+    q, k = make_qk(2, 1, 2, 1, 96, 16)
+    q = q + torch.linspace(-1, 1, 96, device=DEVICE)[None, None, :, None] * torch.randn(16, device=DEVICE)
+    proj = score_projections(q, 1, 32, score="gauss", rank=16, scale=SCALE)
+    assert proj.shape == (1, 2, 3, 17, 16)
+    for h in range(2):
+        for s in range(3):
+            logits = (q[0, h, s * 32:(s + 1) * 32].double() * SCALE) @ k[0, 0].double().T  # (32, N)
+            expected = logits.mean(0) + 0.5 * logits.var(0, unbiased=False)
+            got = ranking_scores(k[0, 0], proj[0, h, s])
+            torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_covariance_factors_find_the_top_directions():
+    gen = torch.Generator().manual_seed(4)
+    basis, _ = torch.linalg.qr(torch.randn(32, 32, generator=gen))
+    spread = torch.cat([torch.tensor([8.0, 6.0, 5.0, 4.0]), torch.full((28,), 0.3)])
+    rows = (torch.randn(2, 200, 32, generator=gen) * spread) @ basis.T + 1.0
+    counts = torch.tensor([200, 120])
+    rows[1, 120:] = 0.0
+    mean = rows.sum(1) / counts[:, None]
+    factors = covariance_factors(rows, counts, mean, 4)
+    for s, n in enumerate(counts.tolist()):
+        cov = torch.cov(rows[s, :n].T, correction=0)
+        values, vectors = torch.linalg.eigh(cov)
+        best = (vectors[:, -4:] * values[-4:]) @ vectors[:, -4:].T
+        got = factors[s].T @ factors[s]
+        assert float((got - best).norm() / best.norm()) < 1e-3
+
+
+@pytest.mark.parametrize("score", ["mean", "gauss"])
+def test_query_order_permutes_within_segments(score):
     q, k = make_qk(4, 2, 4, 2, 100, 16)
-    plan = s2o_plan(q, k, segment=32, sinks=0, block_m=16, guide=guide, query_permute=True)
-    twin = torch_s2o_plan(q, k, segment=32, sinks=0, block_m=16, guide=guide, query_permute=True)
+    options = dict(segment=32, sinks=0, block_m=16, score=score, rank=2, query_permute=True, scale=SCALE)
+    plan = s2o_plan(q, k, **options)
+    twin = torch_s2o_plan(q, k, **options)
     plan.check(q, k, block_m=16, thorough=True)
     order = plan.query_order.long()
     assert plan.query_order.dtype == torch.int32 and torch.equal(plan.query_order, twin.query_order)
     positions = torch.arange(100, device=order.device)
     assert torch.equal(order // 32, positions.expand_as(order) // 32)
     assert torch.equal(order.sort(-1).values, positions.expand_as(order))
-    # Within a segment the queries come by descending alignment with that segment's guide.
-    guides = _guides_for(q, k, 32, guide)[:, :, :, 0, :]
+    # Within a segment the queries come by descending alignment with that segment's mean query.
+    guides = score_projections(q, 2, 32, score=score, rank=2, scale=SCALE)[:, :, :, 0, :]
     heads_per_plan = q.shape[1] // plan.heads
     align = torch.einsum("bhgnd,bhnd->bhn", q.view(2, plan.heads, heads_per_plan, 100, 16),
                          guides.repeat_interleave(32, 2)[:, :, :100])
@@ -172,10 +200,16 @@ def test_planner_rejects_bad_arguments():
     q, k = make_qk(5, 1, 2, 1, 64, 16)
     with pytest.raises(ValueError, match="multiple of block_m"):
         torch_s2o_plan(q, k, segment=48, block_m=32)
-    with pytest.raises(ValueError, match="guide"):
-        s2o_plan(q, k, segment=32, block_m=16, guide="median")
+    with pytest.raises(ValueError, match="score must be one of"):
+        s2o_plan(q, k, segment=32, block_m=16, score="median")
+    with pytest.raises(ValueError, match="rank must be"):
+        torch_s2o_plan(q, k, segment=32, block_m=16, rank=0)
     with pytest.raises(ValueError, match="n_buckets"):
-        s2o_plan(q, k, segment=32, block_m=16, n_buckets=100)
+        s2o_plan(q, k, segment=32, block_m=16, n_buckets=1)
+    with pytest.raises(ValueError, match="exact sort"):
+        s2o_plan(q, k, segment=32, block_m=16, n_buckets=0)
+    with pytest.raises(ValueError, match="span"):
+        torch_s2o_plan(q, k, segment=32, block_m=16, span=0.0)
 
 
 def brute_force_mass(q, k, scale):
@@ -228,25 +262,26 @@ def test_token_oracle_passes_query_order_through():
         token_oracle_plan(q, k, segment=20, sinks=0, block_m=20, query_order=order[:, :1])
 
 
-@pytest.mark.parametrize("guide", ["mean", "head_mean"])
-def test_executor_on_s2o_plan_at_tau_zero_is_dense(guide):
+@pytest.mark.parametrize("score,rank", SCORE_CASES)
+def test_executor_on_s2o_plan_at_tau_zero_is_dense(score, rank):
     from s2o_kernels import executor
-    from s2o_kernels.reference import torch_dense_causal
 
     q, k = make_qk(9, 1, 2, 1, 96, 64, torch.float16)
     v = make_qk(10, 1, 1, 1, 96, 64, torch.float16)[0]
-    plan = s2o_plan(q, k, segment=32, sinks=8, block_m=16, guide=guide, query_permute=True)
+    plan = s2o_plan(q, k, segment=32, sinks=8, block_m=16, score=score, rank=rank, query_permute=True)
     out = executor.sparse_attention(q, k, v, plan, tau=0.0, block_m=16, block_n=16)
-    torch.testing.assert_close(out.float(), torch_dense_causal(q, k, v).float(), atol=3e-3, rtol=3e-3)
+    torch.testing.assert_close(out.float(), exact_reference(q, k, v).float(), atol=3e-3, rtol=3e-3)
 
 
 @pytest.mark.gpu
 @NEEDS_GPU
-@pytest.mark.parametrize("guide", ["mean", "head_mean"])
-def test_triton_bf16_lists_match_twin_sets(guide):
+@pytest.mark.parametrize("score,rank", SCORE_CASES)
+def test_triton_bf16_lists_match_twin_lists(score, rank):
     q, k = make_qk(11, 2, 8, 2, 3000, 128, torch.bfloat16)
-    plan = s2o_plan(q, k, segment=256, sinks=64, block_m=128, guide=guide, query_permute=True)
-    twin = torch_s2o_plan(q, k, segment=256, sinks=64, block_m=128, guide=guide, query_permute=True)
+    options = dict(segment=256, sinks=64, block_m=128, score=score, rank=rank, query_permute=True)
+    plan = s2o_plan(q, k, **options)
+    twin = torch_s2o_plan(q, k, **options)
     plan.check(q, k, block_m=128, thorough=True)
     check_lists_hold_every_prefix_key(plan, 3000)
     assert torch.equal(plan.query_order, twin.query_order)
+    assert (plan.key_index == twin.key_index).float().mean() > 0.95

@@ -1,5 +1,5 @@
 """The accuracy gate: its paired statistics, the baseline file, comparability, the verdict, and
-`s2o-eval regress` exiting 0 (pass), 1 (regression) and 2 (not comparable)."""
+`s2o-eval regress` exiting 0 (pass), 1 (regression), 2 (not comparable) and 4 (no baseline)."""
 
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ def test_regress_command_exit_codes(cli, tmp_path):
     baseline = tmp_path / "baselines" / "nightly.json"
     good = write_run(tmp_path / "runs", "good", good_scores())
     result = cli("regress", good, "--against", baseline)
-    assert result.exit_code == 1 and "Error: no baseline at" in result.output
+    assert result.exit_code == 4 and "Error: no baseline at" in result.output
 
     result = cli("regress", good, "--against", baseline, "--update")
     assert result.exit_code == 0, result.output

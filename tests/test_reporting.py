@@ -276,7 +276,7 @@ def test_compare_default_name_and_single_run_refusal(cli, dense_and_s2o, tmp_pat
     assert result.exit_code == 0, result.output
     assert (tmp_path / "reports" / "fa3-vs-s2o" / "report.md").exists()
     result = cli("compare", "s2o", "--runs-dir", dense_and_s2o)
-    assert result.exit_code == 1
+    assert result.exit_code == 4
     assert "Error: compare needs at least two runs" in result.output
 
 
@@ -296,7 +296,7 @@ def test_report_renders_one_run_without_deltas(cli, dense_and_s2o, tmp_path):
 
 def test_unknown_run_is_a_one_line_user_error(cli, tmp_path):
     result = cli("report", "flexprefill", "--runs-dir", tmp_path)
-    assert result.exit_code == 1
+    assert result.exit_code == 4
     assert "Error: 'flexprefill' is neither a run directory nor a method" in result.output
 
 

@@ -383,7 +383,7 @@ def test_hub_copies_of_the_qa_sets_read_like_the_official_files(qa_dir, tmp_path
     monkeypatch.setattr(datasets, "load_dataset", lambda path, name=None, split=None: hub[path])
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-    monkeypatch.setattr("s2o_tasks.common._hub_reachable", lambda: True)  # as if the hub answered
+    monkeypatch.setattr("s2o_tasks.common.hub_reachable", lambda: True)  # as if the hub answered
     load_qa.cache_clear()
     try:
         assert data_status("qa_1", str(tmp_path)) is None and data_status("qa_2", str(tmp_path)) is None

@@ -8,14 +8,7 @@ from typer.testing import CliRunner
 from s2o_eval.cli import app
 from s2o_eval.rundir import RunDir
 
-from tiny import make_tiny_llama
-
 TASKS = "ruler:niah_single_1,niah_multivalue,vt"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "model", max_positions=4096)
 
 
 def _run(args, runs_dir):
@@ -66,7 +59,7 @@ def test_interrupted_run_resumes_without_redoing_samples(tiny_model, tmp_path, m
 
     monkeypatch.setattr(RunDir, "append_sample", dies_after_three)
     interrupted = _run(args, tmp_path)
-    assert interrupted.exit_code != 0
+    assert interrupted.exit_code == 130
     run = _only_run(tmp_path)
     first = {(r["task"], r["index"]): r["prompt_sha"] for r in run.samples()}
     assert len(first) == 3
@@ -103,7 +96,7 @@ def test_user_mistakes_end_in_one_line(tiny_model, tmp_path, args, message):
     if "fa3" in args and torch.cuda.is_available():
         pytest.skip("fa3 may be available on a GPU machine")
     result = _run(["--model", str(tiny_model), *args], tmp_path)
-    assert result.exit_code == 1
+    assert result.exit_code == 4
     assert message in result.output
     assert "Traceback" not in result.output
     assert len([l for l in result.output.splitlines() if l.startswith("Error:")]) == 1

@@ -1,20 +1,13 @@
 """The other suites and the nightly gate, end to end on the CPU through ``s2o-eval`` with a tiny
 random Llama: LongBench-v2 and InfiniteBench on fixture files, then run -> compare -> regress."""
 
-import json
-
 import pytest
 from typer.testing import CliRunner
 
 from s2o_eval.cli import app
-import suite_fixtures
 from s2o_eval.rundir import RunDir
-from tiny import make_tiny_llama
 
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "model", max_positions=4096)
+import suite_fixtures
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +48,7 @@ def test_longbench_v2_and_infinitebench_run_end_to_end(tiny_model, data_dir, tmp
 
 
 def test_missing_dataset_offline_is_one_line_and_the_rest_runs(tiny_model, tmp_path):
+    (tmp_path / "nothing").mkdir()
     result = _run("--model", str(tiny_model), "--task", "longbench-v2", "--task", "ruler:vt", "--ctx", "2k",
                   "--limit", "1", "--data-dir", str(tmp_path / "nothing"), "--method", "sdpa",
                   "--runs-dir", str(tmp_path / "runs"))

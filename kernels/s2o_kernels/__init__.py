@@ -1,23 +1,39 @@
-"""S2O kernels: the plan contract, the index-guided sparse attention executor (Triton) and its
-plain-PyTorch references. Import name ``s2o_kernels`` (the folder is ``kernels/``)."""
+"""S2O kernels: the plan contract, the S2O planner, the index-guided sparse attention executor
+(Triton), the block-sparse peers' planners, and their plain-PyTorch twins.
 
-from .executor import ExecConfig, ExecStats, sparse_attention
-from .plan import Plan, dense_plan
-from .oracle import token_oracle_plan
-from .planner import s2o_plan, torch_s2o_plan
-from .reference import check_stop_rule, torch_decide_chunks, torch_dense_causal, torch_sparse_attention
+Front doors: ``s2o_attention`` (plan + execute) and ``execute_plan`` (any plan). Names load lazily, so
+``import s2o_kernels`` (and ``s2o_kernels.rules``) costs nothing and needs no Triton until a kernel is
+used.
+"""
 
-__all__ = [
-    "ExecConfig",
-    "ExecStats",
-    "Plan",
-    "check_stop_rule",
-    "s2o_plan",
-    "token_oracle_plan",
-    "torch_decide_chunks",
-    "torch_s2o_plan",
-    "dense_plan",
-    "sparse_attention",
-    "torch_dense_causal",
-    "torch_sparse_attention",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "s2o_attention": "attention",
+    "execute_plan": "attention",
+    "s2o_plan_any": "attention",
+    "ExecConfig": "launch",
+    "ExecStats": "launch",
+    "Plan": "plan",
+    "dense_plan": "plan",
+    "s2o_plan": "planner",
+    "sparse_attention": "executor",
+    "token_oracle_plan": "oracle",
+    "check_stop_rule": "reference",
+    "exact_reference": "reference",
+    "torch_decide_chunks": "reference",
+    "torch_s2o_plan": "reference",
+    "torch_sparse_attention": "reference",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 's2o_kernels' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .launch import pass1_pairs
 from .plan import Plan
 
 
@@ -83,9 +84,7 @@ def blocks_to_plan(selected: Tensor, block: int, n_ctx: int, *, sinks: int = 0) 
 def plan_density(selected: Tensor, block: int, n_ctx: int, sinks: int = 0) -> float:
     """Share of causal QK pairs a selection computes (diagonal and sink blocks included)."""
     plan = blocks_to_plan(selected, block, n_ctx, sinks=sinks)
-    positions = torch.arange(n_ctx, device=selected.device)
-    seg_start = positions // block * block
-    pass1 = float((seg_start.clamp(max=sinks) + positions - seg_start + 1).sum())
+    pass1 = float(pass1_pairs(n_ctx, block, sinks, selected.device))
     rows = (n_ctx - torch.arange(plan.list_len.shape[-1], device=selected.device) * block).clamp(max=block)
     listed = float((plan.list_len.double() * rows).sum()) / (selected.shape[0] * selected.shape[1])
     return (pass1 + listed) / (n_ctx * (n_ctx + 1) / 2)

@@ -5,11 +5,11 @@ Per query tile (one program):
           masked per row on ORIGINAL positions (the plan's query_order may permute rows);
   pass 2: the segment's ranked key list, walked in chunks of BLOCK_N gathered keys
           (``K + idx * stride_kn``: K and V never move), online softmax; with tau > 0 the walk stops
-          after the first chunk whose stop statistic is below tau for every row: the chunk's share of
-          the row's softmax mass (stop_rule "chunk", the default), or a bound on the mass still unseen,
-          (keys left in the list) x (the chunk's largest per-key mass), over the row's mass so far
-          (stop_rule "tail").
-Layers (STYLE.md): ``_softmax_update`` / ``_attend_key_range`` / ``_walk_list*`` carry the online-softmax
+          after a chunk (with patience P, a burst of P chunks) whose stop statistic was below tau for
+          every row: the chunk's share of the row's softmax mass (stop_rule "chunk", the default), or
+          a bound on the mass still unseen, (keys left in the list) x (the chunk's largest per-key
+          mass), over the row's mass so far (stop_rule "tail"); see rules.py.
+Layers: ``_softmax_update`` / ``_attend_key_range`` / ``_walk_list*`` carry the online-softmax
 state; ``_sparse_attention_fwd`` is the kernel; ``sparse_attention`` validates, builds the grid, passes
 strides and derives the statistics.
 
@@ -21,8 +21,7 @@ the environment variable ``S2O_EXEC_CONFIG="block_m=32,block_n=32,num_warps=8,nu
 pins one (the CPU interpreter always runs one pinned config). Tile shapes change which keys the stopping
 rule visits, so with tau > 0 they are never autotuned: they default to DEFAULT_ROWS x DEFAULT_BLOCK_N.
 
-Measured speed is in reports/bench/s2o-h100.md: at 128K on the gemma capture, 0.61 of FA3's per-pair
-speed at tau = 0 and 0.54 at the default tau (reports/bench/NOTES.md decomposes the rest).
+Measured speed and its decomposition: reports/bench/NOTES.md.
 """
 
 from __future__ import annotations
@@ -30,32 +29,27 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
+from .launch import DEFAULT_STOP_BURST, ExecConfig, ExecStats, exec_stats
 from .plan import Plan
+from .rules import (
+    DEFAULT_ROWS,
+    DEFAULT_STOP_RULE,
+    EXEC_CONFIG_ENV,
+    HEAD_DIMS,
+    check_patience,
+    check_skip_gap,
+    check_stop_rule_name,
+    check_tau,
+    default_block_n,
+)
 
-HEAD_DIMS = (64, 128, 256)
-DEFAULT_ROWS = 128  # rows of a tile's matrix products (query positions x packed GQA heads)
-# Keys per chunk, the stopping rule's granularity at tau > 0, by head dim: the fastest in development
-# timings on an H100 for gathered lists (not recorded in reports/).
-DEFAULT_BLOCK_N = {64: 64, 128: 32, 256: 64}
-DEFAULT_STOP_BURST = 4
-CONFIG_ENV = "S2O_EXEC_CONFIG"
-# What ends a tile's walk at tau > 0. "chunk": the newest chunk brought every row < tau of its mass (stops
-# far too early on diffuse rows, where every chunk is a sliver of a large unseen rest). "tail": with keys
-# in descending estimated importance, unseen mass <= keys left x the newest chunk's largest per-key mass;
-# stop once that bound is < tau of every row's mass. Measured on the H100: reports/bench/NOTES.md.
-STOP_RULES = ("chunk", "tail")
-
-
-def default_block_n(head_dim: int) -> int:
-    """Keys per chunk used at tau > 0 when the caller does not choose (see DEFAULT_BLOCK_N)."""
-    return DEFAULT_BLOCK_N.get(head_dim, 64)
+LOG2_E = 1.4426950408889634  # scores run in log2 units: exp2 instead of exp
 
 
 # ----------------------------------------------------------------------------------------------
@@ -107,8 +101,18 @@ def _attend_key_range(acc, l_i, m_i, q, q_pos, K_head, V_head, stride_kn, stride
 
 
 @triton.jit
+def _list_keys(LIST, slot, in_list, first_key, IN_ORDER: tl.constexpr):
+    """Key positions in the list slots ``slot``: read from the list, or, for a plan whose lists are in
+    position order (IN_ORDER), first_key + slot without a read. Slots past the end give key 0."""
+    if IN_ORDER:
+        return tl.where(in_list, first_key + slot, 0)
+    else:
+        return tl.load(LIST + slot, mask=in_list, other=0)
+
+
+@triton.jit
 def _walk_list(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, LIST, n_keys, qk_scale,
-               offs_n, offs_d, BLOCK_N: tl.constexpr):
+               offs_n, offs_d, first_key, BLOCK_N: tl.constexpr, IN_ORDER: tl.constexpr):
     """Pass 2 without stopping (tau = 0): every chunk of the list, as a software-pipelined for loop.
 
     Slots past the list's end gather key 0 (always in bounds) and get a score of -inf, so the K/V
@@ -118,7 +122,7 @@ def _walk_list(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, LIST, n_k
     for c in tl.range(0, n_chunks):
         slot = c * BLOCK_N + offs_n
         in_list = slot < n_keys
-        idx = tl.load(LIST + slot, mask=in_list, other=0)
+        idx = _list_keys(LIST, slot, in_list, first_key, IN_ORDER)
         k = tl.load(K_head + idx[:, None] * stride_kn + offs_d[None, :])
         v = tl.load(V_head + idx[:, None] * stride_vn + offs_d[None, :])
         qk = tl.dot(q, tl.trans(k)) * qk_scale + tl.where(in_list, 0.0, float("-inf"))[None, :]
@@ -127,8 +131,33 @@ def _walk_list(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, LIST, n_k
 
 
 @triton.jit
-def _stop_progress(l_chunk, l_i, m_i, qk, row_valid, tau, keys_left, TAIL_STOP: tl.constexpr):
-    """The walk goes on while this scalar is >= 0: the largest, over valid rows, of
+def _walk_list_skipping(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn, stride_vn, LIST, n_keys, qk_scale,
+                        skip_gap, offs_n, offs_d, first_key, BLOCK_N: tl.constexpr, IN_ORDER: tl.constexpr):
+    """Pass 2 of skip-softmax (BLASST): every chunk's QK is computed, but a chunk whose largest score
+    sits more than ``skip_gap`` (log2 units) below the running maximum of every row skips its softmax
+    and P.V. Such a chunk cannot raise any row's maximum, so the running maxima are those of every key
+    seen, skipped or not. Returns the state, the chunks walked and the keys whose P.V was skipped.
+    """
+    n_chunks = tl.cdiv(n_keys, BLOCK_N)
+    skipped = n_chunks * 0
+    for c in tl.range(0, n_chunks):
+        slot = c * BLOCK_N + offs_n
+        in_list = slot < n_keys
+        idx = _list_keys(LIST, slot, in_list, first_key, IN_ORDER)
+        k = tl.load(K_head + idx[:, None] * stride_kn + offs_d[None, :])
+        qk = tl.dot(q, tl.trans(k)) * qk_scale + tl.where(in_list, 0.0, float("-inf"))[None, :]
+        gap = tl.max(tl.where(row_valid, tl.max(qk, 1) - m_i, float("-inf")), 0)
+        if gap >= -skip_gap:
+            v = tl.load(V_head + idx[:, None] * stride_vn + offs_d[None, :])
+            acc, l_i, m_i, _ = _softmax_update(acc, l_i, m_i, qk, v)
+        else:
+            skipped += tl.minimum(n_keys - c * BLOCK_N, BLOCK_N)
+    return acc, l_i, m_i, n_chunks, skipped
+
+
+@triton.jit
+def _row_progress(l_chunk, l_i, m_i, qk, tau, keys_left, TAIL_STOP: tl.constexpr):
+    """Per row, >= 0 when the chunk is bright for it (the walk must go on for that row):
     "chunk": l_chunk_i - tau * l_i (the chunk's mass against tau of the row's mass), or
     "tail" (TAIL_STOP): keys_left * p_max_i - tau * l_i, where p_max_i = exp2(max_j qk_ij - m_i) is the
     chunk's largest per-key mass and keys_left the keys after this chunk (negative once past the end:
@@ -137,17 +166,22 @@ def _stop_progress(l_chunk, l_i, m_i, qk, row_valid, tau, keys_left, TAIL_STOP: 
     """
     if TAIL_STOP:
         p_max = tl.math.exp2(tl.max(qk, 1) - m_i)
-        unseen_bound = tl.maximum(keys_left, 0).to(tl.float32) * p_max
-        return tl.max(tl.where(row_valid, unseen_bound - tau * l_i, -1.0), 0)
+        return tl.maximum(keys_left, 0).to(tl.float32) * p_max - tau * l_i
     else:
-        return tl.max(tl.where(row_valid, l_chunk - tau * l_i, -1.0), 0)
+        return l_chunk - tau * l_i
+
+
+@triton.jit
+def _stop_progress(l_chunk, l_i, m_i, qk, row_valid, tau, keys_left, TAIL_STOP: tl.constexpr):
+    """The walk goes on while this scalar is >= 0: the largest ``_row_progress`` over valid rows."""
+    return tl.max(tl.where(row_valid, _row_progress(l_chunk, l_i, m_i, qk, tau, keys_left, TAIL_STOP), -1.0), 0)
 
 
 @triton.jit
 def _walk_list_until_stop(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn, stride_vn, LIST, n_keys,
                           qk_scale, tau, offs_n, offs_d, BLOCK_N: tl.constexpr, PREFETCH_KV: tl.constexpr,
                           TAIL_STOP: tl.constexpr):
-    """Pass 2 with S2O's stop: after each chunk, go on only while some valid row got >= tau of its mass.
+    """Pass 2 with S2O's stop (patience 1): after each chunk, go on only while some valid row got >= tau.
 
     gain_i = l_chunk_i / l_i (both under the new maximum), so "max_i gain_i >= tau" is tested as
     "max_i (l_chunk_i - tau * l_i) >= 0": no division, one scalar per program (``_stop_progress``;
@@ -188,12 +222,14 @@ def _walk_list_until_stop(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn
 @triton.jit
 def _walk_list_in_bursts(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn, stride_vn, LIST, n_keys, qk_scale,
                          tau, offs_n, offs_d, BLOCK_N: tl.constexpr, BURST: tl.constexpr, TAIL_STOP: tl.constexpr):
-    """Pass 2 with S2O's stop, as a while loop over bursts of BURST chunks, each a pipelined for loop.
+    """Pass 2 with S2O's stop (patience 1), as a while loop over bursts of BURST chunks, each a pipelined
+    for loop.
 
     Same rule and result as ``_walk_list_until_stop``: once a chunk ends the walk, the rest of its
     burst is still loaded and multiplied (the software pipeline cannot exit early) but masked to -inf,
-    so it changes neither m, l nor acc (alpha = 1, p = 0) and is not counted. That speculation costs
-    at most BURST - 1 chunks per tile and buys cp.async prefetch and asynchronous wgmma inside a burst.
+    so it changes neither m, l nor acc (alpha = 1, p = 0) and is not counted. The loads never wait
+    for the stop test, so the pipeline keeps them in flight. That speculation costs at most BURST - 1
+    chunks per tile and buys cp.async prefetch and asynchronous wgmma inside a burst.
     """
     n_chunks = tl.cdiv(n_keys, BLOCK_N)
     walked = n_chunks * 0
@@ -217,6 +253,38 @@ def _walk_list_in_bursts(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
     return acc, l_i, m_i, walked
 
 
+@triton.jit
+def _walk_list_with_patience(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn, stride_vn, LIST, n_keys,
+                             qk_scale, tau, offs_n, offs_d, BLOCK_N: tl.constexpr, PATIENCE: tl.constexpr,
+                             TAIL_STOP: tl.constexpr):
+    """Pass 2 with S2O's stop at patience P > 1: bursts of P chunks, each a pipelined for loop with no
+    decision inside; the walk ends after the first burst in which every chunk was dull for every row.
+
+    Each row keeps the largest progress (``_row_progress``) its chunks of the burst had; only its sign
+    matters, so values under different running maxima compare fine. One reduction over rows per burst
+    is the only synchronisation; the last burst of a list may run past its end (slots there score
+    -inf: they change nothing and are not counted).
+    """
+    n_chunks = tl.cdiv(n_keys, BLOCK_N)
+    walked = n_chunks * 0
+    go = n_chunks > 0
+    while go:
+        brightest = tl.full(l_i.shape, -1.0, tl.float32)
+        for j in tl.range(0, PATIENCE):
+            slot = (walked + j) * BLOCK_N + offs_n
+            in_list = slot < n_keys
+            idx = tl.load(LIST + slot, mask=in_list, other=0)
+            k = tl.load(K_head + idx[:, None] * stride_kn + offs_d[None, :])
+            v = tl.load(V_head + idx[:, None] * stride_vn + offs_d[None, :])
+            qk = tl.dot(q, tl.trans(k)) * qk_scale + tl.where(in_list, 0.0, float("-inf"))[None, :]
+            acc, l_i, m_i, l_chunk = _softmax_update(acc, l_i, m_i, qk, v)
+            progress = _row_progress(l_chunk, l_i, m_i, qk, tau, n_keys - (walked + j + 1) * BLOCK_N, TAIL_STOP)
+            brightest = tl.maximum(brightest, progress)
+        walked += PATIENCE
+        go = (walked < n_chunks) & (tl.max(tl.where(row_valid, brightest, -1.0), 0) >= 0.0)
+    return acc, l_i, m_i, tl.minimum(walked, n_chunks)
+
+
 # ----------------------------------------------------------------------------------------------
 # The kernel: one program = one query tile of one plan head.
 # ----------------------------------------------------------------------------------------------
@@ -227,6 +295,7 @@ def _sparse_attention_fwd(
     LIST_START, LIST_LEN,  # int64 / int32 (B, H_plan, n_seg), contiguous (same strides)
     QUERY_ORDER,  # int32 (B, H_plan, N), last dim contiguous; unused when not HAS_ORDER
     CHUNKS,  # int32 (B, Hq, >= n_tiles), out: chunks walked per tile
+    SKIPPED,  # int32, same shape and strides as CHUNKS; SKIP_SOFTMAX only, out: keys whose P.V was skipped
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -235,7 +304,7 @@ def _sparse_attention_fwd(
     stride_lb, stride_lh,
     stride_rb, stride_rh,
     stride_cb, stride_ch,
-    sm_scale, tau,  # float: softmax scale, stopping threshold
+    sm_scale, tau, skip_gap,  # float: softmax scale, stopping threshold, skip-softmax gap (log2 units)
     N_CTX, SEGMENT, SINKS, H_PLAN,  # int
     N_BUCKET, REQ_BLOCK_M, REQ_BLOCK_N,  # int, read only by the autotuner (key and pruning)
     HEAD_DIM: tl.constexpr,
@@ -250,6 +319,10 @@ def _sparse_attention_fwd(
     PREFETCH_KV: tl.constexpr,  # tau > 0 with STOP_BURST == 1: prefetch the next chunk's K/V rows
     STOP_BURST: tl.constexpr,  # tau > 0: chunks per pipelined burst (1: a plain while loop)
     TAIL_STOP: tl.constexpr,  # tau > 0: stop_rule "tail" (bound the unseen mass) instead of "chunk"
+    PATIENCE: tl.constexpr,  # tau > 0: chunks per burst; the walk ends after a burst of dull chunks
+    INTERLEAVE: tl.constexpr,  # per-head lists, GROUP > 1: a kv group's heads take adjacent programs
+    SKIP_SOFTMAX: tl.constexpr,  # tau = 0: skip the softmax and P.V of chunks far below every row's max
+    IN_ORDER: tl.constexpr,  # tau = 0: lists hold keys [SINKS, SINKS + len) in position order, unread
 ):
     # GQA with shared lists packs the G heads' copies of the tile's positions into the rows of one
     # tile (row = head * TILE_POS + slot) rather than looping over heads inside the program: a loop
@@ -260,15 +333,21 @@ def _sparse_attention_fwd(
     tl.static_assert(BLOCK_M >= 16)
     tl.static_assert(BLOCK_N >= 16)
     TILE_POS: tl.constexpr = BLOCK_M // HEADS_PER_PROG
-    qk_scale = sm_scale * 1.44269504  # 1/ln 2: exp2 instead of exp
+    qk_scale = sm_scale * 1.44269504  # 1/ln 2: exp2 instead of exp (LOG2_E)
 
     n_tiles = tl.cdiv(N_CTX, TILE_POS)
     # Latest tiles first: their segments have the longest prefixes, so long programs start early
     # and short ones fill the tail of the grid.
-    tile = n_tiles - 1 - tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H_PLAN
-    hp = pid_bh % H_PLAN
+    if INTERLEAVE:
+        # Per-head lists: the G heads of a kv group run the same tile in adjacent programs, so their
+        # walks over one K/V (largely the same keys, in orders of their own) share L2.
+        tile = n_tiles - 1 - tl.program_id(0) // GROUP
+        b = tl.program_id(1) // (H_PLAN // GROUP)
+        hp = (tl.program_id(1) % (H_PLAN // GROUP)) * GROUP + tl.program_id(0) % GROUP
+    else:
+        tile = n_tiles - 1 - tl.program_id(0)
+        b = tl.program_id(1) // H_PLAN
+        hp = tl.program_id(1) % H_PLAN
     if SHARED:
         kv_head = hp
         q_head0 = hp * GROUP
@@ -321,7 +400,11 @@ def _sparse_attention_fwd(
     list_off = tl.load(LIST_START + meta)
     n_keys = tl.load(LIST_LEN + meta)
     LIST = KEY_INDEX + b64 * stride_ib + hp.to(tl.int64) * stride_ih + list_off
-    if EARLY_STOP and STOP_BURST > 1:
+    if EARLY_STOP and PATIENCE > 1:
+        acc, l_i, m_i, walked = _walk_list_with_patience(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
+                                                         stride_vn, LIST, n_keys, qk_scale, tau, offs_n, offs_d,
+                                                         BLOCK_N, PATIENCE, TAIL_STOP)
+    elif EARLY_STOP and STOP_BURST > 1:
         acc, l_i, m_i, walked = _walk_list_in_bursts(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
                                                      stride_vn, LIST, n_keys, qk_scale, tau, offs_n, offs_d,
                                                      BLOCK_N, STOP_BURST, TAIL_STOP)
@@ -329,9 +412,13 @@ def _sparse_attention_fwd(
         acc, l_i, m_i, walked = _walk_list_until_stop(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
                                                       stride_vn, LIST, n_keys, qk_scale, tau, offs_n, offs_d,
                                                       BLOCK_N, PREFETCH_KV, TAIL_STOP)
+    elif SKIP_SOFTMAX:
+        acc, l_i, m_i, walked, skipped = _walk_list_skipping(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
+                                                             stride_vn, LIST, n_keys, qk_scale, skip_gap, offs_n,
+                                                             offs_d, SINKS, BLOCK_N, IN_ORDER)
     else:
         acc, l_i, m_i, walked = _walk_list(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, LIST, n_keys,
-                                           qk_scale, offs_n, offs_d, BLOCK_N)
+                                           qk_scale, offs_n, offs_d, SINKS, BLOCK_N, IN_ORDER)
 
     # Epilogue: every real row has l_i > 0 (its own position is in pass 1), so no NaN.
     out = acc / l_i[:, None]
@@ -340,6 +427,9 @@ def _sparse_attention_fwd(
     offs_h = tl.arange(0, HEADS_PER_PROG)
     tl.store(CHUNKS + b64 * stride_cb + (q_head0 + offs_h).to(tl.int64) * stride_ch + tile,
              walked + offs_h * 0, mask=offs_h < HEADS)
+    if SKIP_SOFTMAX:
+        tl.store(SKIPPED + b64 * stride_cb + (q_head0 + offs_h).to(tl.int64) * stride_ch + tile,
+                 skipped + offs_h * 0, mask=offs_h < HEADS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,7 +491,7 @@ def _fallback_config(args) -> triton.Config:
 
 _sparse_attention_fwd_tuned = triton.autotune(
     configs=_CONFIGS,
-    key=["N_BUCKET", "HEAD_DIM", "GROUP", "HEADS_PER_PROG", "SEGMENT", "EARLY_STOP", "TAIL_STOP", "HAS_ORDER",
+    key=["N_BUCKET", "HEAD_DIM", "GROUP", "HEADS_PER_PROG", "SEGMENT", "EARLY_STOP", "TAIL_STOP", "PATIENCE", "SKIP_SOFTMAX", "IN_ORDER", "HAS_ORDER",
          "REQ_BLOCK_M", "REQ_BLOCK_N"],
     prune_configs_by={"early_config_prune": _prune_configs},
 )(_sparse_attention_fwd)
@@ -410,61 +500,6 @@ _sparse_attention_fwd_tuned = triton.autotune(
 # ----------------------------------------------------------------------------------------------
 # Host side.
 # ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ExecConfig:
-    """A pinned launch config.
-
-    block_m: query positions per tile (rows = block_m x packed GQA heads); block_n: keys per chunk;
-    num_warps: None = one warpgroup per 64 rows; stop_burst (tau > 0 only): chunks per pipelined burst,
-    1 = a plain while loop, where prefetch_kv adds a register prefetch of the next chunk's K/V;
-    maxnreg: a register cap per thread (a lower cap fits more programs per SM; never won so far).
-    """
-
-    block_m: int
-    block_n: int
-    num_warps: int | None = None
-    num_stages: int = 2
-    prefetch_kv: bool = False
-    stop_burst: int = DEFAULT_STOP_BURST
-    maxnreg: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> "ExecConfig":
-        """Parse ``"block_m=16,block_n=32,num_warps=4,num_stages=2,stop_burst=4,prefetch_kv=0"``."""
-        fields: dict[str, int] = {}
-        for item in filter(None, (part.strip() for part in text.split(","))):
-            name, sep, value = item.partition("=")
-            if not sep or name.strip() not in cls.__dataclass_fields__:
-                raise ValueError(f"{CONFIG_ENV}: cannot read {item!r}; expected e.g. "
-                                 "'block_m=16,block_n=32,num_warps=4,num_stages=2,stop_burst=4,prefetch_kv=0'")
-            fields[name.strip()] = int(value)
-        if "block_m" not in fields or "block_n" not in fields:
-            raise ValueError(f"{CONFIG_ENV} must set at least block_m and block_n; got {text!r}")
-        fields["prefetch_kv"] = bool(fields.get("prefetch_kv", 0))
-        return cls(**fields)
-
-
-@dataclass
-class ExecStats:
-    """What one executor call computed.
-
-    chunks: int32 (B, Hq, n_tiles), pass-2 chunks walked per tile (equal over a GQA group when lists
-        are shared); computed_pairs: int64 (B, Hq), QK pairs of valid rows x keys actually visited
-        (pass 1 causal pairs + walked list keys); causal_pairs: N (N + 1) / 2 per (batch, head);
-        density: computed / causal over everything; density_per_head: float64 (Hq,), averaged over
-        the batch; block_m, block_n: the tile shape used (what a replay needs); config: the launch.
-    """
-
-    chunks: Tensor
-    computed_pairs: Tensor
-    causal_pairs: int
-    density: float
-    density_per_head: Tensor
-    block_m: int
-    block_n: int
-    config: ExecConfig
-
-
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
@@ -474,6 +509,7 @@ def _pow2(x: int) -> bool:
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor, tau: float, stop_rule: str) -> None:
+    """The executor's own checks of its inputs (ValueError saying what is wrong)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor) or t.dim() != 4:
             raise ValueError(f"{name} must be a 4-D tensor (batch, heads, seq_len, head_dim)")
@@ -496,21 +532,14 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, tau: float, stop_rule: str) -
         raise ValueError("seq_len and batch must be >= 1")
     if q_heads % k.shape[1] != 0:
         raise ValueError(f"q_heads ({q_heads}) must be a multiple of kv_heads ({k.shape[1]})")
-    if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau >= 0):
-        raise ValueError(f"tau must be a finite number >= 0; got {tau!r}")
+    check_tau(tau)
     check_stop_rule_name(stop_rule)
-
-
-def check_stop_rule_name(stop_rule: str) -> None:
-    """Reject a stop rule the executor does not know (one of STOP_RULES)."""
-    if stop_rule not in STOP_RULES:
-        raise ValueError(f"stop_rule must be one of {', '.join(STOP_RULES)}; got {stop_rule!r}")
 
 
 def _pinned_config(config: ExecConfig | None) -> ExecConfig | None:
     if config is not None:
         return config
-    text = os.environ.get(CONFIG_ENV, "").strip()
+    text = os.environ.get(EXEC_CONFIG_ENV, "").strip()
     if text:
         return ExecConfig.parse(text)
     return None
@@ -518,7 +547,8 @@ def _pinned_config(config: ExecConfig | None) -> ExecConfig | None:
 
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float = 0.0, scale: float | None = None,
                      block_m: int | None = None, block_n: int | None = None, config: ExecConfig | None = None,
-                     stop_rule: str = "chunk", return_stats: bool = False) -> Tensor | tuple[Tensor, ExecStats]:
+                     stop_rule: str = DEFAULT_STOP_RULE, patience: int = 1, skip_gap: float = 0.0,
+                     return_stats: bool = False) -> Tensor | tuple[Tensor, ExecStats]:
     """Causal attention over ``plan``: exact sinks + own segment, then ranked lists with early stop.
 
     q (batch, q_heads, seq_len, head_dim), k, v (batch, kv_heads, seq_len, head_dim), fp16 or bf16,
@@ -532,10 +562,18 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
     interpreter always pins). stop_rule (tau > 0 only): "chunk" stops after a chunk holding < tau of
     every row's mass; "tail" after a chunk where (keys left in the list) x (the chunk's largest
     per-key mass) is < tau of every row's mass, a bound on the unseen rest when lists are in
-    descending importance (see STOP_RULES). Returns the output, shaped and typed like q, and with
-    return_stats an ExecStats.
+    descending importance (see rules.STOP_RULES). patience (tau > 0 only): the list is walked in
+    bursts of this many chunks and the walk ends after the first burst whose every chunk met the
+    stop test (1: the first such chunk). skip_gap (tau = 0 only; 0 = off): skip-softmax, a chunk
+    whose largest score is more than skip_gap nats below every row's running maximum skips its
+    softmax and P.V (its QK is still computed; ExecStats counts the two apart). Returns the output,
+    shaped and typed like q, and with return_stats an ExecStats.
     """
     _check_inputs(q, k, v, tau, stop_rule)
+    check_patience(patience)
+    check_skip_gap(skip_gap, tau)
+    if plan.in_order and tau > 0:
+        raise ValueError("a plan with lists in position order (in_order) ranks nothing: walk it with tau = 0")
     batch, q_heads, n_ctx, head_dim = q.shape
     kv_heads = k.shape[1]
     group = q_heads // kv_heads
@@ -578,21 +616,27 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
     # Sized for the smallest tile any allowed config may use; sliced to the tile count used.
     min_tile = block_m if block_m is not None else max(64 // heads_pp, 1)
     chunks = torch.empty((batch, q_heads, triton.cdiv(n_ctx, min_tile)), dtype=torch.int32, device=q.device)
+    skipped = torch.empty_like(chunks) if skip_gap > 0 else chunks  # (a dummy when not skipping)
     sm_scale = float(scale) if scale is not None else 1.0 / math.sqrt(head_dim)
 
     def grid(meta):
-        return (triton.cdiv(n_ctx, meta["BLOCK_M"] // heads_pp), batch * plan.heads)
+        n_tiles = triton.cdiv(n_ctx, meta["BLOCK_M"] // heads_pp)
+        if meta["INTERLEAVE"]:
+            return (n_tiles * group, batch * plan.heads // group)
+        return (n_tiles, batch * plan.heads)
 
-    args = (q, k, v, out, key_index, list_start, list_len, order, chunks,
+    args = (q, k, v, out, key_index, list_start, list_len, order, chunks, skipped,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
             key_index.stride(0), key_index.stride(1), list_start.stride(0), list_start.stride(1),
             order.stride(0), order.stride(1), chunks.stride(0), chunks.stride(1),
-            sm_scale, float(tau), n_ctx, plan.segment, plan.sinks, plan.heads,
+            sm_scale, float(tau), float(skip_gap) * LOG2_E, n_ctx, plan.segment, plan.sinks, plan.heads,
             triton.next_power_of_2(n_ctx), (block_m or 0) * heads_pp, block_n or 0)
     constants = dict(HEAD_DIM=head_dim, GROUP=group, SHARED=shared, HEADS=heads, HEADS_PER_PROG=heads_pp,
                      HAS_ORDER=plan.query_order is not None, EARLY_STOP=early_stop,
-                     TAIL_STOP=early_stop and stop_rule == "tail")
+                     TAIL_STOP=early_stop and stop_rule == "tail", PATIENCE=patience if early_stop else 1,
+                     INTERLEAVE=(pinned.interleave_heads if pinned else True) and not shared and group > 1,
+                     SKIP_SOFTMAX=skip_gap > 0, IN_ORDER=plan.in_order)
     if pinned is not None or _interpreting():
         used = pinned or ExecConfig(block_m=block_m, block_n=block_n)
         rows = used.block_m * heads_pp
@@ -613,31 +657,5 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
     if not return_stats:
         return out
     n_tiles = triton.cdiv(n_ctx, used.block_m)
-    return out, _exec_stats(chunks[..., :n_tiles], plan, n_ctx, group, shared, used)
-
-
-
-def _exec_stats(chunks: Tensor, plan: Plan, n_ctx: int, group: int, shared: bool, used: ExecConfig) -> ExecStats:
-    """Count the QK pairs the launch computed from its chunk counts and the plan (host arithmetic)."""
-    device = chunks.device
-    batch, q_heads, n_tiles = chunks.shape
-    positions = torch.arange(n_ctx, device=device, dtype=torch.int64)
-    seg_start = positions // plan.segment * plan.segment
-    pass1 = (seg_start.clamp(max=plan.sinks) + positions - seg_start + 1).sum()
-    tile_first = torch.arange(n_tiles, device=device, dtype=torch.int64) * used.block_m
-    tile_rows = (n_ctx - tile_first).clamp(max=used.block_m)
-    plan_head = torch.arange(q_heads, device=device) // group if shared else torch.arange(q_heads, device=device)
-    lengths = plan.list_len.long()[:, plan_head][:, :, tile_first // plan.segment]  # (B, Hq, n_tiles)
-    walked_keys = torch.minimum(chunks.long() * used.block_n, lengths)
-    computed = pass1 + (walked_keys * tile_rows).sum(-1)
-    causal = n_ctx * (n_ctx + 1) // 2
-    per_head = computed.double().sum(0) / (batch * causal)
-    return ExecStats(chunks=chunks, computed_pairs=computed, causal_pairs=causal,
-                     density=float(computed.double().sum()) / (batch * q_heads * causal),
-                     density_per_head=per_head, block_m=used.block_m, block_n=used.block_n, config=used)
-
-
-def stats_from_chunks(chunks: Tensor, plan: Plan, n_ctx: int, group: int, *, block_m: int, block_n: int) -> ExecStats:
-    """ExecStats for chunk counts decided elsewhere (the PyTorch path on machines without a GPU)."""
-    shared = plan.heads == chunks.shape[1] // group  # one list per kv head, shared by its group
-    return _exec_stats(chunks, plan, n_ctx, group, shared, ExecConfig(block_m=block_m, block_n=block_n))
+    return out, exec_stats(chunks[..., :n_tiles], plan, n_ctx, group, used,
+                           skipped_keys=skipped[..., :n_tiles] if skip_gap > 0 else None)

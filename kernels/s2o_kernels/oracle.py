@@ -16,8 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .plan import Plan, plan_layout, segment_plan
-from .planner import validate_layout
+from .plan import Plan, plan_layout, segment_plan, validate_layout
 
 # Score elements held at once per block of rows (fp32): bounds memory at long contexts.
 _ROW_BLOCK_ELEMENTS = 1 << 26

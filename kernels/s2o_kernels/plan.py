@@ -27,6 +27,9 @@ class Plan:
         [sinks, s * S), each at most once.
     query_order: int32 (batch, H_plan, seq_len) or None (identity): query positions in tile order,
         a permutation within each segment; tile t holds query_order[b, h, t*BM:(t+1)*BM].
+    in_order: the lists are in position order and never read: segment s's list is the keys
+        [sinks, sinks + list_len) (key_index and list_start are then unused). Such a plan ranks
+        nothing; the executor walks it with tau = 0 (dense, or skip-softmax), loading keys in place.
     """
 
     segment: int
@@ -35,6 +38,7 @@ class Plan:
     list_start: Tensor
     list_len: Tensor
     query_order: Tensor | None = None
+    in_order: bool = False
 
     @property
     def heads(self) -> int:
@@ -83,6 +87,11 @@ class Plan:
         n_seg = self.list_len.shape[-1]
         total = self.key_index.shape[-1]
         start, length = self.list_start.long(), self.list_len.long()
+        if self.in_order:
+            prefix = (torch.arange(n_seg, device=length.device) * seg - self.sinks).clamp(min=0)
+            if (length < 0).any() or (length > prefix).any():
+                raise ValueError("an in-order plan's lists must lie inside their prefixes [sinks, s * segment)")
+            return
         if (length < 0).any() or (start < 0).any() or (start + length > total).any():
             raise ValueError(f"plan lists must lie inside key_index (length {total}): list_start >= 0, list_len >= 0, "
                              "list_start + list_len <= L")
@@ -147,19 +156,46 @@ def segment_plan(q: Tensor, segment: int, sinks: int, key_index: Tensor,
 
 
 def dense_plan(q: Tensor, k: Tensor, segment: int, sinks: int = 0, block_m: int | None = None, *,
-               per_head: bool = False) -> Plan:
+               per_head: bool = False, in_order: bool = False) -> Plan:
     """An identity-order plan whose lists hold every prefix key in position order.
 
-    With tau = 0 the executor then computes exact dense causal attention: useful for tests and as
-    the dense end of a density sweep. Lists are shared by each GQA group (H_plan = kv_heads) unless
-    ``per_head`` (H_plan = q_heads). ``block_m``, when given, is checked to divide ``segment``.
+    With tau = 0 the executor then computes exact dense causal attention: useful for tests, as the
+    dense end of a density sweep, and for skip-softmax. Lists are shared by each GQA group (H_plan =
+    kv_heads) unless ``per_head`` (H_plan = q_heads). ``in_order`` writes no lists at all (the
+    executor loads the keys in place: no memory, no planning time). ``block_m``, when given, is
+    checked to divide ``segment``.
     """
     batch, q_heads, n_ctx, _ = q.shape
     h_plan = q_heads if per_head else k.shape[1]
     lengths, _ = plan_layout(n_ctx, segment, sinks)
+    if in_order:
+        n_seg = lengths.numel()
+        plan = Plan(segment=segment, sinks=sinks, key_index=torch.zeros(batch, h_plan, 0, dtype=torch.int32, device=q.device),
+                    list_start=torch.zeros(batch, h_plan, n_seg, dtype=torch.int64, device=q.device),
+                    list_len=lengths.to(torch.int32).to(q.device).expand(batch, h_plan, -1).contiguous(), in_order=True)
+        plan.check(q, k, block_m=block_m)
+        return plan
     # Segment s's list is [sinks, s * segment); built as one arange per segment, concatenated.
     pieces = [torch.arange(sinks, int(sinks + n), dtype=torch.int32) for n in lengths.tolist()]
     keys = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.int32)
     plan = segment_plan(q, segment, sinks, keys.to(q.device).expand(batch, h_plan, -1).contiguous())
     plan.check(q, k, block_m=block_m)
     return plan
+
+
+def validate_layout(q: Tensor, k: Tensor, segment: int, sinks: int, block_m: int) -> None:
+    """The checks every planner makes of its inputs and list layout (ValueError with what is wrong)."""
+    if not isinstance(q, Tensor) or not isinstance(k, Tensor) or q.dim() != 4 or k.dim() != 4:
+        raise ValueError("q and k must be 4-D tensors (batch, heads, seq_len, head_dim)")
+    if q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} must agree on batch, seq_len and head_dim")
+    if k.shape[1] < 1 or q.shape[1] % k.shape[1] != 0:
+        raise ValueError(f"q_heads ({q.shape[1]}) must be a multiple of kv_heads ({k.shape[1]})")
+    if q.device != k.device or q.dtype != k.dtype:
+        raise ValueError("q and k must share one device and one dtype")
+    if q.shape[2] < 1:
+        raise ValueError("seq_len must be >= 1")
+    if block_m < 1 or segment < 1 or segment % block_m != 0:
+        raise ValueError(f"segment ({segment}) must be a positive multiple of block_m ({block_m})")
+    if sinks < 0:
+        raise ValueError(f"sinks must be >= 0; got {sinks}")

@@ -1,34 +1,101 @@
-"""Plain-PyTorch twins of the executor, in fp32 (float64 for the stopping rule), for tests.
+"""The plain-PyTorch references: exact dense attention and the twins of every kernel.
+
+- ``exact_reference``: dense causal attention in fp32 (true fp32 matmuls, TF32 off), chunked over
+  queries so that 128K tokens fit; what every method is scored against (``output_error``).
+- ``torch_s2o_plan``: the twin of the Triton planner (planner.py).
+- ``torch_decide_chunks`` + ``torch_sparse_attention``: the twin of the executor (executor.py).
 
 ``torch_sparse_attention`` computes what ``sparse_attention`` computes from the same plan, REPLAYING
 the kernel's per-tile chunk counts (``ExecStats.chunks``) instead of re-deciding the stop, so that a
 tile whose gain lands within rounding of tau cannot make the two disagree. ``check_stop_rule``
-then checks those chunk counts against the rule itself (either stop_rule, executor.STOP_RULES).
-Shapes: q (batch, q_heads, seq_len, head_dim), k, v (batch, kv_heads, seq_len, head_dim). Memory is
-O(seq_len^2) per head: tests only.
+then checks those chunk counts against the rule itself (rules.py). Shapes: q (batch, q_heads,
+seq_len, head_dim), k, v (batch, kv_heads, seq_len, head_dim). The twins hold O(seq_len^2) memory
+per head: tests, studies and short prompts on machines without a GPU.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
-from .executor import check_stop_rule_name
-from .plan import Plan
+from .guides import (
+    DEFAULT_BUCKETS,
+    DEFAULT_RANK,
+    DEFAULT_SCORE,
+    DEFAULT_SPAN,
+    bucket_of,
+    check_buckets,
+    check_score,
+    query_order_by_guide,
+    ranking_scores,
+    score_projections,
+)
+from .plan import Plan, plan_layout, segment_plan, validate_layout
+from .rules import DEFAULT_ROWS, DEFAULT_SEGMENT, DEFAULT_SINKS, DEFAULT_STOP_RULE, check_patience, check_stop_rule_name
 
 
-def torch_dense_causal(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
-    """Dense causal attention in fp32 (GQA: kv head h serves q heads [h*G, (h+1)*G))."""
-    group = q.shape[1] // k.shape[1]
-    scale = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    kf = k.float().repeat_interleave(group, dim=1)
-    vf = v.float().repeat_interleave(group, dim=1)
-    scores = q.float() @ kf.transpose(-1, -2) * scale
-    n_ctx = q.shape[2]
-    causal = torch.ones(n_ctx, n_ctx, dtype=torch.bool, device=q.device).tril()
-    return torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1) @ vf
+DEFAULT_CHUNK_BYTES = 1 << 30  # fp32 scores (and their softmax) per chunk: ~1 GB at most
+
+
+@contextmanager
+def _ieee_fp32():
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")  # TF32 would put ~1e-3 error into the reference itself
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def exact_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None, *,
+                    chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> torch.Tensor:
+    """Dense causal attention in fp32: q (B, Hq, N, D), k, v (B, Hkv, N, D) -> fp32 (B, Hq, N, D).
+
+    GQA: kv head h serves q heads [h*G, (h+1)*G). scale: head_dim ** -0.5 by default.
+    ``chunk_bytes`` bounds the scores held at once.
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    batch, q_heads, n_ctx, head_dim = q.shape
+    kv_heads = k.shape[1]
+    group = q_heads // kv_heads
+    # two fp32 (G, chunk, N) buffers live at once: the scores and their softmax
+    chunk = max(1, min(n_ctx, chunk_bytes // (2 * 4 * group * n_ctx)))
+    out = torch.empty((batch, q_heads, n_ctx, head_dim), dtype=torch.float32, device=q.device)
+    positions = torch.arange(n_ctx, device=q.device)
+    with _ieee_fp32(), torch.no_grad():
+        for b in range(batch):
+            for h in range(kv_heads):
+                keys, values = k[b, h].float(), v[b, h].float()
+                heads = slice(h * group, (h + 1) * group)
+                for start in range(0, n_ctx, chunk):
+                    end = min(start + chunk, n_ctx)
+                    scores = q[b, heads, start:end].float() @ keys[:end].T * scale  # (G, chunk, end)
+                    future = positions[None, :end] > positions[start:end, None]
+                    scores.masked_fill_(future, float("-inf"))
+                    out[b, heads, start:end] = torch.softmax(scores, dim=-1) @ values[:end]
+                    del scores
+    return out
+
+
+def output_error(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    """(rel_l2, mse) of ``out`` against ``ref``: ||out - ref|| / ||ref|| and mean((out - ref)^2).
+
+    Accumulated one head at a time in float64, so no full-size temporary is made.
+    """
+    if out.shape != ref.shape:
+        raise ValueError(f"output shape {tuple(out.shape)} differs from the reference's {tuple(ref.shape)}")
+    diff_sq = 0.0
+    ref_sq = 0.0
+    for b in range(out.shape[0]):
+        for h in range(out.shape[1]):
+            o, r = out[b, h].double(), ref[b, h].double()
+            diff_sq += float(((o - r) ** 2).sum())
+            ref_sq += float((r ** 2).sum())
+    rel_l2 = math.sqrt(diff_sq) / math.sqrt(ref_sq) if ref_sq > 0 else math.inf
+    return rel_l2, diff_sq / out.numel()
 
 
 def _plan_head(plan: Plan, q_head: int, group: int, kv_heads: int) -> int:
@@ -53,6 +120,8 @@ def _pass1_mask(plan: Plan, rows: Tensor, seg_start: Tensor | int, n_ctx: int) -
 
 def _list_keys(plan: Plan, b: int, hp: int, seg: int) -> Tensor:
     start, length = int(plan.list_start[b, hp, seg]), int(plan.list_len[b, hp, seg])
+    if plan.in_order:
+        return torch.arange(plan.sinks, plan.sinks + length, device=plan.list_len.device)
     return plan.key_index[b, hp, start:start + length].long()
 
 
@@ -68,11 +137,12 @@ def _list_ranks(plan: Plan, b: int, hp: int, n_ctx: int) -> Tensor:
 
 
 def torch_sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, chunks: Tensor, scale: float | None = None,
-                           block_m: int, block_n: int) -> Tensor:
+                           block_m: int, block_n: int, skipped: Tensor | None = None) -> Tensor:
     """fp32 output of the executor's function, with pass 2 walking ``chunks[b, h, t]`` chunks per tile.
 
     The online softmax is order-free, so each row is one softmax over the union of its pass-1 keys
-    and the first ``min(chunks * block_n, list_len)`` keys of its segment's list.
+    and the first ``min(chunks * block_n, list_len)`` keys of its segment's list, less the chunks
+    ``skipped[b, h, t, c]`` marks (skip-softmax; see ``torch_decide_skips``).
     """
     batch, q_heads, n_ctx, head_dim = q.shape
     kv_heads = k.shape[1]
@@ -90,7 +160,11 @@ def torch_sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, chunk
             hp, kvh = _plan_head(plan, h, group, kv_heads), h // group
             rows = _slot_positions(plan, b, hp, n_ctx)
             walked = (chunks[b, h].long().to(q.device)[tile_of_slot] * block_n)  # keys walked, per slot
-            allowed = _list_ranks(plan, b, hp, n_ctx)[seg_of_slot] < walked[:, None]
+            ranks = _list_ranks(plan, b, hp, n_ctx)[seg_of_slot]
+            allowed = ranks < walked[:, None]
+            if skipped is not None:
+                chunk_of_key = (ranks // block_n).clamp(max=skipped.shape[-1] - 1)
+                allowed &= ~skipped[b, h].to(q.device)[tile_of_slot[:, None], chunk_of_key]
             allowed |= _pass1_mask(plan, rows, seg_of_slot * plan.segment, n_ctx)
             scores = q[b, h, rows].float() @ k[b, kvh].float().T * scale
             probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
@@ -100,19 +174,20 @@ def torch_sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, chunk
 
 def check_stop_rule(q: Tensor, k: Tensor, v: Tensor, plan: Plan, chunks: Tensor, tau: float, *,
                     scale: float | None = None, block_m: int, block_n: int, rtol: float = 2e-3,
-                    atol: float = 1e-7, stop_rule: str = "chunk") -> list[str]:
+                    atol: float = 1e-7, stop_rule: str = DEFAULT_STOP_RULE, patience: int = 1) -> list[str]:
     """Recompute each tile's per-chunk stop statistic in float64 and list every way ``chunks`` breaks the rule.
 
     A tile's rows are its positions for every query head the program served (the G heads of a kv
     head when lists are shared). The statistic of row i after chunk c, over l_i(c) = mass of pass 1
     and chunks 0..c: stop_rule "chunk", gain_i(c) = mass of chunk c / l_i(c); stop_rule "tail",
     bound_i(c) = (keys left in the list after chunk c) x (largest per-key mass in chunk c) / l_i(c).
-    The rule: a tile with a non-empty list walks >= 1 chunk; every chunk before the last walked had
-    max_i statistic >= tau; the walk ends at the first chunk with max_i statistic < tau or at the
-    list's end (tau = 0: always the end). ``rtol`` / ``atol`` absorb fp rounding near tau. Returns a
-    list of messages, empty when the counts obey the rule.
+    A chunk is dull when its max_i statistic < tau. The rule: the list is walked in bursts of
+    ``patience`` chunks; the walk ends after the first burst whose chunks are all dull, or at the
+    list's end (tau = 0: always the end). ``rtol`` / ``atol`` absorb fp rounding near tau.
+    Returns a list of messages, empty when the counts obey the rule.
     """
     check_stop_rule_name(stop_rule)
+    check_patience(patience)
     what = "max gain" if stop_rule == "chunk" else "max tail bound"
     batch, q_heads, n_ctx, head_dim = q.shape
     kv_heads = k.shape[1]
@@ -151,15 +226,20 @@ def check_stop_rule(q: Tensor, k: Tensor, v: Tensor, plan: Plan, chunks: Tensor,
                         gains = _segment_gains(q[b, heads].double(), k[b, kvh].double(), positions[lo:hi], keys,
                                                plan, seg, n_ctx, scale, block_n, stop_rule)
                     tile_gains = gains[t * block_m - lo: min((t + 1) * block_m, hi) - lo].amax(0).tolist()
-                    for c in range(walked_n - 1):
-                        if tile_gains[c] < tau * (1 - rtol) - atol:
-                            problems.append(f"{where}: walked on after chunk {c} whose {what} {tile_gains[c]:.3g} "
-                                            f"< tau {tau:g}")
+                    surely_dull = [g < tau * (1 - rtol) - atol for g in tile_gains]
+                    maybe_dull = [g < tau * (1 + rtol) + atol for g in tile_gains]
+                    if walked_n < n_chunks and walked_n % patience:
+                        problems.append(f"{where}: stopped after {walked_n} chunks, inside a burst of {patience}")
+                        continue
+                    for first in range(0, walked_n - patience, patience):
+                        if all(surely_dull[first:first + patience]):
+                            problems.append(f"{where}: walked on after the burst of chunks {first}..{first + patience - 1}"
+                                            f" whose {what} were all < tau {tau:g}")
                             break
-                    last = walked_n - 1
-                    if walked_n < n_chunks and tile_gains[last] >= tau * (1 + rtol) + atol:
-                        problems.append(f"{where}: stopped after chunk {last} whose {what} {tile_gains[last]:.3g} "
-                                        f">= tau {tau:g}")
+                    last = walked_n - patience
+                    if walked_n < n_chunks and not all(maybe_dull[last:walked_n]):
+                        problems.append(f"{where}: stopped after the burst of chunks {last}..{walked_n - 1} though "
+                                        f"one had {what} >= tau {tau:g} ({max(tile_gains[last:walked_n]):.3g})")
     return problems
 
 
@@ -186,16 +266,27 @@ def _segment_gains(qd: Tensor, kd: Tensor, rows: Tensor, keys: Tensor, plan: Pla
     return (chunk_mass / seen_mass).amax(0)
 
 
+def _chunks_until_dull_burst(dull: Tensor, patience: int) -> int:
+    """Chunks walked: to the end of the first burst of ``patience`` chunks that are all dull, else all."""
+    flags = dull.tolist()
+    for first in range(0, len(flags), patience):
+        if all(flags[first:first + patience]):
+            return min(first + patience, len(flags))
+    return len(flags)
+
+
 def torch_decide_chunks(q: Tensor, k: Tensor, plan: Plan, tau: float, *, scale: float | None = None,
-                        block_m: int, block_n: int, stop_rule: str = "chunk") -> Tensor:
+                        block_m: int, block_n: int, stop_rule: str = DEFAULT_STOP_RULE, patience: int = 1) -> Tensor:
     """The executor's stopping decisions made in PyTorch (float64): int32 ``(batch, q_heads, n_tiles)``.
 
     With ``torch_sparse_attention(..., chunks=...)`` this is the whole S2O function on machines with
     no GPU (correct, slow: O(seq_len^2) memory per head). Tiles of one shared list decide together,
     as the executor's programs do: a chunk's statistic (gain or tail bound, by ``stop_rule``, as in
-    ``check_stop_rule``) is the max over every row of every head they serve.
+    ``check_stop_rule``) is the max over every row of every head they serve; the walk ends after the
+    first burst of ``patience`` chunks that are all dull.
     """
     check_stop_rule_name(stop_rule)
+    check_patience(patience)
     batch, q_heads, n_ctx, head_dim = q.shape
     kv_heads = k.shape[1]
     group = q_heads // kv_heads
@@ -218,7 +309,89 @@ def torch_decide_chunks(q: Tensor, k: Tensor, plan: Plan, tau: float, *, scale: 
                                        seg, n_ctx, scale, block_n, stop_rule)
                 for t in range(lo // block_m, -(-hi // block_m)):
                     tile = gains[t * block_m - lo: min((t + 1) * block_m, hi) - lo].amax(0)
-                    below = (tile < tau).nonzero()
-                    walked = int(below[0]) + 1 if tau > 0 and below.numel() else n_chunks
-                    chunks[b, heads, t] = walked
+                    chunks[b, heads, t] = _chunks_until_dull_burst(tile < tau, patience) if tau > 0 else n_chunks
     return chunks
+
+
+def torch_s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sinks: int = DEFAULT_SINKS,
+                   block_m: int = DEFAULT_ROWS, score: str = DEFAULT_SCORE, rank: int = DEFAULT_RANK,
+                   n_buckets: int = DEFAULT_BUCKETS, span: float = DEFAULT_SPAN, query_permute: bool = False,
+                   scale: float | None = None) -> Plan:
+    """The PyTorch twin of ``planner.s2o_plan``: same arguments, layout and buckets.
+
+    Keys of one bucket keep position order (a stable sort by bucket), as in the Triton planner;
+    ``n_buckets=0`` sorts by exact score instead (ties in position order). The projections are
+    rounded to k's dtype first, as the kernel's tensor cores see them. A loop over lists: for
+    tests, studies and machines without a GPU.
+    """
+    validate_layout(q, k, segment, sinks, block_m)
+    check_score(score, rank)
+    check_buckets(n_buckets, span)
+    batch, q_heads, n_ctx, dim = q.shape
+    scale = dim ** -0.5 if scale is None else scale
+    kv_heads = k.shape[1]
+    projections = score_projections(q, kv_heads, segment, score=score, rank=rank, scale=scale)
+    rounded = projections.to(k.dtype).float()
+    h_plan = projections.shape[1]
+    heads_per_kv = h_plan // kv_heads
+    lengths, _ = plan_layout(n_ctx, segment, sinks)
+    key_index = torch.empty(batch, h_plan, int(lengths.sum()), dtype=torch.int32, device=q.device)
+    for b in range(batch):
+        for h in range(h_plan):
+            keys = k[b, h // heads_per_kv].float()
+            offset = 0
+            for s, n in enumerate(lengths.tolist()):
+                if n == 0:
+                    continue
+                scores = ranking_scores(keys[sinks:sinks + n], rounded[b, h, s])
+                if n_buckets:
+                    order = torch.sort(bucket_of(scores, scores.max(), n_buckets, span), stable=True).indices
+                else:
+                    order = torch.sort(scores, descending=True, stable=True).indices
+                key_index[b, h, offset:offset + n] = (order + sinks).to(torch.int32)
+                offset += n
+    order = query_order_by_guide(q, projections[:, :, :, 0, :], segment) if query_permute else None
+    return segment_plan(q, segment, sinks, key_index, order)
+
+
+def torch_decide_skips(q: Tensor, k: Tensor, plan: Plan, skip_gap: float, *, scale: float | None = None,
+                       block_m: int, block_n: int) -> tuple[Tensor, Tensor]:
+    """Skip-softmax's decisions made in PyTorch (float64), for a walk of every listed key (tau = 0).
+
+    A tile skips chunk c when, for every row it serves, the chunk's largest score is more than
+    ``skip_gap`` below the row's running maximum over its pass-1 keys and chunks 0..c-1 (a skipped
+    chunk never raises a maximum, so skipping does not change later decisions). Returns
+    ``(skipped bool (batch, q_heads, n_tiles, max_chunks), skipped_keys int32 (batch, q_heads, n_tiles))``.
+    """
+    batch, q_heads, n_ctx, head_dim = q.shape
+    kv_heads = k.shape[1]
+    group = q_heads // kv_heads
+    shared = plan.heads == kv_heads
+    scale = scale if scale is not None else 1.0 / math.sqrt(head_dim)
+    n_tiles = -(-n_ctx // block_m)
+    max_chunks = max(1, -(-int(plan.list_len.max()) // block_n)) if plan.list_len.numel() else 1
+    skipped = torch.zeros(batch, q_heads, n_tiles, max_chunks, dtype=torch.bool)
+    skipped_keys = torch.zeros(batch, q_heads, n_tiles, dtype=torch.int32)
+    for b in range(batch):
+        for hp in range(plan.heads):
+            heads = list(range(hp * group, (hp + 1) * group)) if shared else [hp]
+            kvh = hp if shared else hp // group
+            positions = _slot_positions(plan, b, hp, n_ctx)
+            for seg in range(plan.list_len.shape[-1]):
+                keys = _list_keys(plan, b, hp, seg)
+                lo, hi = seg * plan.segment, min((seg + 1) * plan.segment, n_ctx)
+                if keys.numel() == 0 or lo >= hi:
+                    continue
+                n_chunks = -(-keys.numel() // block_n)
+                for t in range(lo // block_m, -(-hi // block_m)):
+                    rows = positions[t * block_m:min((t + 1) * block_m, hi)]
+                    scores = q[b, heads][:, rows].double() @ k[b, kvh].double().T * scale  # (heads, rows, N)
+                    pass1 = _pass1_mask(plan, rows, seg * plan.segment, n_ctx)
+                    running = scores.masked_fill(~pass1, float("-inf")).amax(-1)  # (heads, rows)
+                    for c in range(n_chunks):
+                        chunk_max = scores[..., keys[c * block_n:(c + 1) * block_n]].amax(-1)
+                        if float((chunk_max - running).max()) < -skip_gap:
+                            skipped[b, heads, t, c] = True
+                            skipped_keys[b, heads, t] += min(block_n, keys.numel() - c * block_n)
+                        running = torch.maximum(running, chunk_max)
+    return skipped, skipped_keys

@@ -6,7 +6,7 @@
 """
 
 from .capture import CaptureRequest, capture_layers, capturing, read_capture, run_capture, write_capture
-from .reference import exact_reference, output_error
+from s2o_kernels.reference import exact_reference, output_error
 from .runner import BenchOutcome, BenchRequest, measure, run_bench
 from .workloads import Workload, load_workload
 

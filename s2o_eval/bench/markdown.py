@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..reporting.markdown import fmt_ratio as fmt_speedup
+from ..formatting import fmt_ms, fmt_num, fmt_ratio
 from ..suites import ctx_label
 from .pareto import DENSITY_TARGETS, error_at_density_rows, s2o_vs_peers
 from .records import BASELINES, ERROR_TARGETS, matched_error_rows, measured
@@ -17,14 +17,9 @@ from .records import BASELINES, ERROR_TARGETS, matched_error_rows, measured
 BASELINE_LABELS = {"fa2": "FA2", "cudnn": "cuDNN", "fa3": "FA3"}
 
 
-def fmt_ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.3g}"
-
-
-def fmt_num(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def operator_ms(value: float | None) -> str:
+    """An operator's time: three significant digits below 10 ms (kernels run in microseconds)."""
+    return fmt_ms(value, below_10=".3g", separator="")
 
 
 def fmt_args(args: dict[str, Any] | None) -> str:
@@ -47,7 +42,12 @@ def _group_table(members: list[dict[str, Any]], plots: dict[str, str] | None = N
     if first.get("beyond_window"):
         lines.append("Beyond the captured model's context window (--allow-beyond-window).")
     efficiency_vs = next((r["efficiency_vs"] for r in members if r.get("efficiency_vs")), None)
-    header = ["method", "args", "plan ms", "execute ms", "total ms", "plan share", "density", "rel L2", "MSE",
+    # A P.V column only where some method drops scores it computed (skip-softmax): QK density alone
+    # would hide what it saves, P.V density alone what it costs.
+    show_pv = any(r.get("pv_density") is not None and r.get("density") is not None
+                  and r["pv_density"] != r["density"] for r in members)
+    header = ["method", "args", "plan ms", "execute ms", "total ms", "plan share", "density",
+              *(["P.V density"] if show_pv else []), "rel L2", "MSE",
               *(f"vs {BASELINE_LABELS[b]}" for b in BASELINES),
               f"efficiency (vs {BASELINE_LABELS.get(efficiency_vs, efficiency_vs)})" if efficiency_vs else "efficiency"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -55,9 +55,10 @@ def _group_table(members: list[dict[str, Any]], plots: dict[str, str] | None = N
         if not measured(r):
             continue
         share = None if r.get("plan_share") is None else f"{100 * r['plan_share']:.0f}%"
-        row = [r["method"], fmt_args(r.get("args")), fmt_ms(r["ms_plan"]), fmt_ms(r["ms_execute"]),
-               fmt_ms(r["ms_total"]), share or "-", fmt_num(r["density"], ".3f"), fmt_num(r["rel_l2"], ".2e"),
-               fmt_num(r["mse"], ".2e"), *(fmt_speedup(r["speedup"].get(b)) for b in BASELINES),
+        row = [r["method"], fmt_args(r.get("args")), operator_ms(r["ms_plan"]), operator_ms(r["ms_execute"]),
+               operator_ms(r["ms_total"]), share or "-", fmt_num(r["density"], ".3f"),
+               *([fmt_num(r.get("pv_density"), ".3f")] if show_pv else []), fmt_num(r["rel_l2"], ".2e"),
+               fmt_num(r["mse"], ".2e"), *(fmt_ratio(r["speedup"].get(b)) for b in BASELINES),
                fmt_num(r.get("efficiency"), ".2f")]
         lines.append("| " + " | ".join(row) + " |")
     skipped = [r for r in members if r.get("skipped")]
@@ -90,8 +91,8 @@ def _matched_table(records: list[dict[str, Any]]) -> list[str]:
             reach = f"not reached (sweep: {span[0]:.2%} to {span[1]:.2%})" if span else "not reached"
             cells += [reach, "-", *("-" for _ in BASELINES)]
         else:
-            cells += [fmt_ms(row["ms_total"]), f"{row['density']:.3f}",
-                      *(fmt_speedup(row["speedup"].get(b)) for b in BASELINES)]
+            cells += [operator_ms(row["ms_total"]), f"{row['density']:.3f}",
+                      *(fmt_ratio(row["speedup"].get(b)) for b in BASELINES)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -111,7 +112,7 @@ def _matched_density_table(records: list[dict[str, Any]]) -> list[str]:
             error = f"not reached (sweep: {low:.3f} to {high:.3f})"
         else:
             error = f"{row['rel_l2']:.2e}"
-        vs = "-" if row["vs_s2o"] is None else f"{row['vs_s2o']:.2f}x"
+        vs = fmt_ratio(row["vs_s2o"])
         lines.append(f"| {row['workload']} | {ctx_label(row['ctx'])} | {row['density']:.2f} | {row['method']} | "
                      f"{error} | {vs} |")
     return lines + [""]
@@ -133,7 +134,7 @@ def _peer_table(records: list[dict[str, Any]]) -> list[str]:
         else:
             level, value_spec, unit = f"density {row['target']:.2f}", ".2e", "x lower error"
         s2o = "not reached" if row["s2o"] is None else format(row["s2o"], value_spec)
-        peer = "-" if row["peer_value"] is None else format(row["peer_value"], value_spec)
+        peer = fmt_num(row["peer_value"], value_spec)
         lower = "-" if row["lower"] is None else f"{row['lower']:.2f}{unit}"
         lines.append(f"| {row['workload']} | {ctx_label(row['ctx'])} | {level} | {s2o} | {row['peer'] or 'none'} | "
                      f"{peer} | {lower} |")

@@ -1,15 +1,17 @@
 """Bench records: one dict per (workload, ctx, method, sweep point), the ratios between them, and
 speed at matched error.
 
-A record holds (ARCHITECTURE.md's contract, plus what the report needs)::
+A record holds (the bench record contract, plus what the report needs)::
 
     name, workload, workload_kind ("capture" | "random"), workload_note, source, beyond_window,
     method (its label: ``s2o``, or a variant such as ``s2o/head``), dense (bool), args (as given: method args + sweep point), params (all, typed), sweep ({param: value} | None),
     ctx, shape {B, Hq, Hkv, N, D, dtype}, device, versions {torch, triton, transformers, fa3},
-    reps, warmup, ms_plan, ms_execute, ms_total, plan_share, density, density_per_head,
+    reps, warmup, ms_plan, ms_execute, ms_total, plan_share, density, pv_density, density_per_head,
     rel_l2, mse, efficiency, efficiency_vs, speedup {fa2, cudnn, fa3}, skipped (None | reason), note
 
-Times are medians in milliseconds; dense methods have ms_plan None and density 1. ``efficiency`` is
+Times are medians in milliseconds; dense methods have ms_plan None and density 1. density counts QK
+pairs; pv_density the P.V pairs, lower only for a method that drops scores it computed (skip-softmax).
+``efficiency`` is
 ``ms(efficiency_vs) x density / ms_execute``: the share of the dense kernel's per-pair speed that
 the method's executor reaches (efficiency_vs is fa3 when it ran, else the fastest dense method).
 """

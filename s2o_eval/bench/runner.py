@@ -23,11 +23,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..env import collect_env, device_name
 from ..errors import UserError
-from ..methods import AttentionMethod, AttentionStats, create, parse_method_args
+from ..methods import AttentionMethod, AttentionStats, create, parse_method_args, parse_sweep
 from ..methods.base import SparseMethod
 from .markdown import write_markdown
 from .records import add_ratios, registry_name, write_records
-from .reference import exact_reference, output_error
+from s2o_kernels.reference import exact_reference, output_error
 from .timing import median_ms
 from .workloads import Workload, captured_tokens, is_random, load_workload
 
@@ -81,13 +81,10 @@ def parse_sweeps(texts: list[str] | None) -> dict[str, tuple[str, list[str]]]:
     sweeps: dict[str, tuple[str, list[str]]] = {}
     for text in texts or []:
         method, rest = _scoped(text, "--sweep")
-        key, sep, values = rest.partition("=")
-        items = [value.strip() for value in values.split(",") if value.strip()]
-        if not sep or not key.strip() or not items:
-            raise UserError(f"--sweep '{text}': write method:parameter=v1,v2, e.g. --sweep s2o:tau=0.01,0.003")
+        parameter_values = parse_sweep(rest, given=text, example="s2o:tau=0.01,0.003")
         if method in sweeps:
             raise UserError(f"--sweep: '{method}' is swept twice; sweep one parameter per method")
-        sweeps[method] = (key.strip(), items)
+        sweeps[method] = parameter_values
     return sweeps
 
 
@@ -181,10 +178,11 @@ def measure(method: AttentionMethod, workload: Workload, reference: torch.Tensor
         ms_execute = ms_total = median_ms(lambda: method.prefill(q, k, v, scale=scale), device=device, reps=reps,
                                           warmup=warmup)
     density = stats.density if stats.calls else (None if method.sparse else 1.0)
+    pv_density = stats.pv_density if stats.calls else density
     return {
         "ms_plan": ms_plan, "ms_execute": ms_execute, "ms_total": ms_total,
         "plan_share": ms_plan / ms_total if ms_plan is not None and ms_total else None,
-        "density": density, "density_per_head": list(stats.per_head) or None,
+        "density": density, "pv_density": pv_density, "density_per_head": list(stats.per_head) or None,
         "rel_l2": rel_l2, "mse": mse,
     }
 
@@ -203,7 +201,7 @@ def _run_point(point: _Point, base: dict[str, Any], workload: Workload, referenc
               "params": method.params(), "sweep": point.sweep, "skipped": None,
               "note": method.fallback_note() if isinstance(method, SparseMethod) else None,
               "ms_plan": None, "ms_execute": None, "ms_total": None, "plan_share": None,
-              "density": None, "density_per_head": None, "rel_l2": None, "mse": None,
+              "density": None, "pv_density": None, "density_per_head": None, "rel_l2": None, "mse": None,
               "efficiency": None, "efficiency_vs": None, "speedup": {}}
     reason = method.unavailable_reason()
     if reason is None and method.name in CUDA_ONLY and not device.startswith("cuda"):

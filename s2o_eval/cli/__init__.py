@@ -7,9 +7,9 @@ import os
 import sys
 
 import typer
-from typer.core import TyperGroup
 
-from ..errors import UserError
+from ..errors import EXIT_CODES_HELP
+from .exit_codes import ExitCodeGroup
 
 # lm-eval and transformers draw a tqdm bar per request; the harness shows one rich bar instead
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -28,22 +28,10 @@ COMMANDS = [
 ]
 
 
-class _ErrorMappingGroup(TyperGroup):
-    """Turns a UserError into ``Error: <what to do>`` on stderr; S2O_EVAL_DEBUG=1 shows the traceback."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except UserError as err:
-            if os.environ.get("S2O_EVAL_DEBUG"):
-                raise
-            typer.echo(f"Error: {err}", err=True)
-            raise typer.Exit(code=getattr(err, "exit_code", 1)) from None
-
-
 app = typer.Typer(
-    cls=_ErrorMappingGroup,
+    cls=ExitCodeGroup,
     help="Measure what a sparse prefill attention kernel costs in accuracy and buys in speed.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

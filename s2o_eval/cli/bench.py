@@ -8,13 +8,14 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from ..bench.markdown import fmt_args, fmt_ms, fmt_num, fmt_speedup, render_report
-from ..bench.records import BASELINES, measured
+from ..bench.markdown import render_report
+from ..bench.records import measured
 from ..bench.runner import BenchRequest, parse_scoped_method_args, parse_sweeps, run_bench
-from ..suites import ctx_label, parse_ctx
-from .options import DeviceOpt
+from ..errors import NothingEvaluated
+from ..suites import parse_ctx
+from .options import METHOD_NAMES, OUT_NAMES, DeviceOpt
+from .tables import bench_tables
 
 COMMAND_KWARGS = {
     "help": "Time attention methods (plan and execute apart) against FA2 / cuDNN / FA3 on the same inputs; "
@@ -27,27 +28,14 @@ COMMAND_KWARGS = {
               "  s2o-eval bench --workload captures/gemma-3-270m-128k.pt --ctx 128k --allow-beyond-window "
               "--methods fa3,s2o,s2o/head --method-args s2o/head:guide=head_mean --sweep s2o:tau=0.003,0.001 "
               "--sweep s2o/head:tau=0.003,0.001\n\n"
-              "  s2o-eval bench --render reports/bench/gemma-h100.json --out-dir /tmp/report",
+              "  s2o-eval bench --render reports/bench/gemma-h100.json --out /tmp/report",
 }
 
 
-def print_records(records: list[dict[str, Any]], console: Console | None = None) -> None:
+def print_records(records: list[dict[str, Any]]) -> None:
     """One rich table per workload x ctx, then the skipped methods."""
-    console = console or Console()
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for record in records:
-        groups.setdefault((record["workload"], record["ctx"]), []).append(record)
-    for (workload, ctx), members in groups.items():
-        table = Table(title=f"{workload} · {ctx_label(ctx)} tokens · {members[0]['device']}")
-        columns = ["method", "args", "plan ms", "exec ms", "total ms", "density", "rel L2",
-                   *(f"vs {b}" for b in BASELINES), "eff."]
-        for column in columns:
-            table.add_column(column, justify="left" if column in ("method", "args") else "right",
-                             no_wrap=column == "method")
-        for r in filter(measured, members):
-            table.add_row(r["method"], escape(fmt_args(r.get("args"))), fmt_ms(r["ms_plan"]), fmt_ms(r["ms_execute"]),
-                          fmt_ms(r["ms_total"]), fmt_num(r["density"], ".3f"), fmt_num(r["rel_l2"], ".2e"),
-                          *(fmt_speedup(r["speedup"].get(b)) for b in BASELINES), fmt_num(r.get("efficiency"), ".2f"))
+    console = Console()
+    for table in bench_tables(records):
         console.print(table)
     for line in dict.fromkeys(f"{r['method']}: {r['skipped']}" for r in records if r.get("skipped")):
         console.print(f"[yellow]skipped[/] {escape(line)}")
@@ -56,19 +44,19 @@ def print_records(records: list[dict[str, Any]], console: Console | None = None)
 def command(
     workload: Annotated[Optional[list[str]], typer.Option("--workload", "-w", help="a capture file (s2o-eval capture) or llama8b-random; repeatable")] = None,
     ctx: Annotated[Optional[str], typer.Option("--ctx", help="lengths, e.g. 32k,128k (default for a capture: all it holds)")] = None,
-    methods: Annotated[str, typer.Option("--methods", help="comma-separated methods (see `s2o-eval methods`); NAME/VARIANT runs NAME again under its own --method-args and --sweep, e.g. s2o,s2o/head")] = "fa2,cudnn,fa3,s2o,token_oracle",
+    methods: Annotated[str, typer.Option(*METHOD_NAMES, help="comma-separated methods (see `s2o-eval methods`); NAME/VARIANT runs NAME again under its own --method-args and --sweep, e.g. s2o,s2o/head")] = "fa2,cudnn,fa3,s2o,token_oracle",
     sweep: Annotated[Optional[list[str]], typer.Option("--sweep", help="method:param=v1,v2,... one point per value, e.g. s2o:tau=0.01,0.003; repeatable")] = None,
     method_args: Annotated[Optional[list[str]], typer.Option("--method-args", help="method:key=value,..., e.g. s2o:segment=512; repeatable")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="report name: <out-dir>/<name>.json and .md")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="report name: <out>/<name>.json and .md")] = None,
     reps: Annotated[int, typer.Option("--reps", help="timed calls per measurement (median reported)")] = 10,
     warmup: Annotated[int, typer.Option("--warmup", help="untimed calls before timing (compilation, autotuning)")] = 2,
     allow_beyond_window: Annotated[bool, typer.Option("--allow-beyond-window", help="allow --ctx past the captured model's window (recorded)")] = False,
-    out_dir: Annotated[Path, typer.Option("--out-dir", help="where the JSON and markdown go")] = Path("reports/bench"),
+    out_dir: Annotated[Path, typer.Option(*OUT_NAMES, help="where the JSON and markdown go")] = Path("reports/bench"),
     device: DeviceOpt = None,
     dtype: Annotated[str, typer.Option(help="dtype of random workloads: bf16 or fp16 (captures keep theirs)")] = "bf16",
     seed: Annotated[int, typer.Option(help="seed of random workloads")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
-    render: Annotated[Optional[Path], typer.Option("--render", help="rebuild the markdown and plots of a stored bench JSON into --out-dir; runs nothing")] = None,
+    render: Annotated[Optional[Path], typer.Option("--render", help="rebuild the markdown and plots of a stored bench JSON into --out; runs nothing")] = None,
 ) -> None:
     if render is not None:
         markdown_path = render_report(render, out_dir)
@@ -86,3 +74,6 @@ def command(
     outcome = run_bench(request, progress=not quiet)
     print_records(outcome.records)
     Console().print(f"wrote {escape(str(outcome.json_path))} and {escape(str(outcome.markdown_path))}")
+    if not any(map(measured, outcome.records)):
+        raise NothingEvaluated("no method was measured: every one was skipped (the lines above say why); fix "
+                               "that, or choose methods that run here (see `s2o-eval methods`)")

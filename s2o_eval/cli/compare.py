@@ -10,7 +10,7 @@ from rich.console import Console
 
 from ..errors import UserError
 from ..reporting import load_runs, write_report
-from ..reporting.terminal import prefill_table, suite_averages_table
+from .tables import prefill_table, suite_averages_table
 
 # shared by compare, report and regress
 RunsDirOption = Annotated[Path, typer.Option("--runs-dir", help="Where method names are looked up.")]

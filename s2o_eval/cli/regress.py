@@ -1,5 +1,5 @@
 """``s2o-eval regress``: gate a run against a baseline of per-sample scores (exit 0 pass, 1 regression,
-2 not comparable), or write that baseline with ``--update``."""
+2 not comparable, 4 a missing or corrupt baseline or a bad option), or write that baseline with ``--update``."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ..errors import UserError
+from ..errors import CheckFailed, UserError
 from ..reporting import baseline_from_run, check_comparable, evaluate, load_baseline, load_runs, save_baseline
 from ..reporting.regress import DEFAULT_ALPHA, DEFAULT_TOLERANCE
-from ..reporting.terminal import verdict_table
 from .compare import RunsDirOption
+from .tables import verdict_table
 
 COMMAND_KWARGS = {
     "help": "Fail (exit 1) when a run's accuracy regressed against a stored baseline; exit 2 when the two "
-            "cannot be compared. --update writes the baseline from the run instead.",
+            "cannot be compared, 4 when the baseline is missing or corrupt or an option is wrong. --update writes "
+            "the baseline from the run instead.",
     "epilog": "Examples:\n\n"
               "  s2o-eval regress runs/nightly/s2o --against reports/baselines/nightly-gemma3-270m-h100.json\n\n"
               "  s2o-eval regress s2o --against reports/baselines/nightly-gemma3-270m-h100.json --tolerance 3\n\n"
@@ -36,6 +37,8 @@ def command(
     = False,
     runs_dir: RunsDirOption = Path("runs"),
 ) -> None:
+    if not tolerance >= 0:  # nan too; checked before any file is read: a usage error, not a verdict
+        raise UserError(f"--tolerance {tolerance:g}: pass zero or more points (0-100)")
     (loaded,) = load_runs([run], runs_dir)
     console = Console()
     if update:
@@ -57,5 +60,5 @@ def command(
         return
     console.print(verdict_table(verdict, only_regressions=True))
     count = len(verdict.regressions)
-    raise UserError(f"{count} regression{'s' if count > 1 else ''} against {against} (table above): find the "
+    raise CheckFailed(f"{count} regression{'s' if count > 1 else ''} against {against} (table above): find the "
                     "cause, or if the change is intended refresh the baseline with --update")

@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 
 from ..reporting import load_runs, write_report
-from ..reporting.terminal import prefill_table, suite_averages_table
 from .compare import NameOption, OutOption, RunsDirOption
+from .tables import prefill_table, suite_averages_table
 
 COMMAND_KWARGS = {
     "help": "Render one stored run: scores by task and length, prefill time, density, environment, plots.",

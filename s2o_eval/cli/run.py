@@ -7,15 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from .. import distributed
-from ..errors import UserError
+from ..errors import NothingEvaluated, UserError
 from ..evaluation import RunRequest, configured_methods, run_evaluation
-from ..methods import parse_method_args
+from ..methods import parse_method_args, parse_sweep
 from ..models import DEFAULT_MODEL
-from ..suites import ctx_label, load_named_suite, parse_ctx, parse_tasks
-from .options import CtxOpt, DataDirOpt, DeviceOpt, MethodArgsOpt, MethodOpt, ModelOpt
+from ..suites import load_named_suite, parse_ctx, parse_tasks
+from .options import OUT_NAMES, TASK_NAMES, CtxOpt, DataDirOpt, DeviceOpt, MethodArgsOpt, MethodOpt, ModelOpt
+from .tables import run_results_table
 
 COMMAND_KWARGS = {
     "help": "Run (or resume) an evaluation; prints the results table and writes a run directory.",
@@ -30,37 +30,24 @@ COMMAND_KWARGS = {
 }
 
 
-def parse_sweep(text: str | None) -> list[dict[str, str]] | None:
-    """``"tau=0.01,0.003"`` -> ``[{"tau": "0.01"}, {"tau": "0.003"}]``."""
+def sweep_points(text: str | None) -> list[dict[str, str]] | None:
+    """``"tau=0.01,0.003"`` -> ``[{"tau": "0.01"}, {"tau": "0.003"}]``: one run's method args each."""
     if not text:
         return None
-    key, sep, values = text.partition("=")
-    items = [v.strip() for v in values.split(",") if v.strip()]
-    if not sep or not key.strip() or not items:
-        raise UserError(f"--sweep '{text}': write one parameter and its values, e.g. --sweep tau=0.01,0.003")
-    return [{key.strip(): v} for v in items]
+    key, values = parse_sweep(text)
+    return [{key: value} for value in values]
 
 
-def print_results(outcomes, console: Console | None = None) -> None:
-    console = console or Console()
+def print_results(outcomes) -> None:
+    console = Console()
     for outcome in outcomes:
-        config = outcome.summary["config"]
-        table = Table(title=f"{config['model_name']} · {config['method_resolved']} {config['method_args'] or ''}",
-                      caption=str(outcome.run_dir.path))
-        for col in ("task", "ctx", "n", "score", "prefill ms (mean)", "p90", "density"):
-            table.add_column(col, justify="left" if col == "task" else "right")
-        for row in outcome.summary["results"]:
-            label = row["task"].removeprefix("s2o_") + (f" [{row['group']}]" if row.get("group") else "")
-            fmt = lambda v, spec=".1f": "-" if v is None else format(v, spec)  # noqa: E731
-            table.add_row(label, ctx_label(row["ctx"]), str(row["n"]), fmt(row["score"]),
-                          fmt(row["prefill_ms_mean"]), fmt(row["prefill_ms_p90"]), fmt(row["density_mean"], ".3f"))
-        console.print(table)
+        console.print(run_results_table(outcome))
         if outcome.skipped:
             console.print(f"[yellow]{len(outcome.skipped)} task(s) skipped[/] (reasons above)")
 
 
 def command(
-    task: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="suite or suite:task,task (ruler, longbench-v2, infinitebench)")] = None,
+    task: Annotated[Optional[list[str]], typer.Option(*TASK_NAMES, help="suite or suite:task,task (ruler, longbench-v2, infinitebench)")] = None,
     ctx: CtxOpt = "4k",
     method: MethodOpt = "dense",
     method_args: MethodArgsOpt = None,
@@ -69,7 +56,7 @@ def command(
     seed: Annotated[int, typer.Option(help="seed of synthetic documents and sample selection")] = 0,
     chat_template: Annotated[str, typer.Option("--chat-template", help="auto | on | off")] = "auto",
     data_dir: DataDirOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="run directory (default runs/<model>-<method>-<hash>)")] = None,
+    out: Annotated[Optional[Path], typer.Option(*OUT_NAMES, help="run directory (default runs/<model>-<method>-<hash>)")] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="where default run directories go")] = Path("runs"),
     suite: Annotated[Optional[str], typer.Option("--suite", help="a named selection, e.g. nightly (its tasks, ctx, limit, seed)")] = None,
     sweep: Annotated[Optional[str], typer.Option("--sweep", help="one run per value of a method parameter, e.g. tau=0.01,0.003")] = None,
@@ -98,7 +85,7 @@ def command(
                          decode=decode)
     if limit is not None and limit < 1:
         raise UserError("--limit must be at least 1")
-    sweeps = parse_sweep(sweep)
+    sweeps = sweep_points(sweep)
     if gpus is not None and gpus > 1 and not distributed.launched():
         # what every process would refuse, refused once here; then the same command again as one
         # process per GPU: they share the samples and one run directory
@@ -108,3 +95,7 @@ def command(
     outcomes = run_evaluation(request, sweeps, progress=not quiet)
     if distributed.place_from_env().is_main:
         print_results(outcomes)
+    empty = [outcome.run_dir.path for outcome in outcomes if not outcome.summary["results"]]
+    if empty:
+        raise NothingEvaluated(f"nothing was evaluated in {empty[0]}: every task was skipped (the lines above say "
+                               "why); fix that, then rerun the same command")

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ..reporting.markdown import fmt_ratio
+from ..errors import ExitCode
+from ..formatting import fmt_ratio
 from ..reporting.scale import scale_report
 
 COMMAND_KWARGS = {
@@ -35,4 +36,4 @@ def command(
                       f"wall {row['wall_s']:.1f} s, speedup {fmt_ratio(row['speedup_wall'])}; {same}", highlight=False)
     console.print(f"Report: {result['report']}", highlight=False)
     if not all(row["same_scores"] for row in result["runs"]):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.CHECK_FAILED)

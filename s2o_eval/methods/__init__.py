@@ -6,27 +6,36 @@ Adding a method is one file (a dataclass subclassing ``AttentionMethod``) and on
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 
 from ..errors import UserError
 from .base import AttentionMethod, AttentionStats, SparseMethod
 from .dense import DENSE_PREFERENCE, FA2, FA3, SDPA, CuDNN, Eager
 from .s2o import S2O
-from .token_oracle import TokenOracle
+from .token_oracle import SegmentOracle, TokenOracle
 from .block_oracle import BlockOracle
 from .xattention import XAttention
 from .pbs import PBS
 from .flexprefill import FlexPrefill
 from .minference import MInference
+from .flashprefill import FlashPrefill
+from .skip_softmax import SkipSoftmax
 
 METHODS: dict[str, type[AttentionMethod]] = {
     cls.name: cls
-    for cls in (FA2, CuDNN, FA3, SDPA, Eager, S2O, TokenOracle, FlexPrefill, MInference, BlockOracle, XAttention, PBS)
+    for cls in (FA2, CuDNN, FA3, SDPA, Eager, S2O, TokenOracle, SegmentOracle, FlexPrefill, MInference, BlockOracle, XAttention, PBS, FlashPrefill, SkipSoftmax)
 }
 
 
-def _coerce(value: str, annotation) -> object:
+def _coerce(value: object, annotation) -> object:
     kind = annotation if isinstance(annotation, type) else eval(annotation, {})  # "float" -> float
+    if not isinstance(value, str):  # typed already: a Python caller's s2o_eval.register("s2o", tau=0.001)
+        if kind is float and type(value) is int:
+            return float(value)
+        if isinstance(value, kind):
+            return value
+        raise TypeError(value)
     if kind is bool:
         if value.lower() in ("1", "true", "yes", "on"):
             return True
@@ -47,6 +56,17 @@ def parse_method_args(text: str | None) -> dict[str, str]:
     return args
 
 
+def parse_sweep(text: str, *, given: str | None = None, example: str = "tau=0.01,0.003") -> tuple[str, list[str]]:
+    """``"tau=0.01,0.003"`` -> ``("tau", ["0.01", "0.003"])``: one parameter and the values to try.
+
+    ``given`` (the option as the user wrote it) and ``example`` make the error message."""
+    key, sep, values = text.partition("=")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not key.strip() or not items:
+        raise UserError(f"--sweep '{given or text}': write one parameter and its values, e.g. --sweep {example}")
+    return key.strip(), items
+
+
 def resolve_dense() -> str:
     """The fastest dense method that runs on this machine."""
     for name in DENSE_PREFERENCE:
@@ -55,8 +75,10 @@ def resolve_dense() -> str:
     return "eager"
 
 
-def create(name: str, args: dict[str, str] | None = None) -> AttentionMethod:
-    """A configured method instance; ``dense`` resolves to the fastest dense method here."""
+def create(name: str, args: dict[str, object] | None = None) -> AttentionMethod:
+    """A configured method instance; ``dense`` resolves to the fastest dense method here.
+
+    ``args``: parameter -> value, as text (``--method-args``) or already typed (Python callers)."""
     if name == "dense":
         name = resolve_dense()
     if name not in METHODS:
@@ -75,9 +97,16 @@ def create(name: str, args: dict[str, str] | None = None) -> AttentionMethod:
         except (ValueError, TypeError):
             raise UserError(f"method '{name}': {key}={value!r} is not a valid {hints.get(key, str).__name__}") from None
     try:
-        return cls(**kwargs)
+        method = cls(**kwargs)
     except ValueError as err:  # a method's own validation (__post_init__)
         raise UserError(f"method '{name}': {err}") from None
+    # float("nan") and float("inf") parse, but no hyper-parameter means anything at them
+    for key, value in kwargs.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"method '{name}': {key}={value} is not a finite number: pass e.g. "
+                            f"{key}={getattr(cls(), key)} (its default)")
+    return method
 
 
-__all__ = ["AttentionMethod", "AttentionStats", "SparseMethod", "METHODS", "create", "parse_method_args", "resolve_dense"]
+__all__ = ["AttentionMethod", "AttentionStats", "SparseMethod", "METHODS", "create", "parse_method_args", "parse_sweep",
+           "resolve_dense"]

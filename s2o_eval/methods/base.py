@@ -20,17 +20,21 @@ import torch
 class AttentionStats:
     """What a sparse method reports about the prefill passes it ran (summed over layers and calls).
 
-    ``computed`` and ``causal`` count QK pairs; density = computed / causal.
+    ``computed`` and ``causal`` count QK pairs; density = computed / causal. ``pv_computed`` counts the
+    P.V pairs, fewer than the QK pairs only where a method (skip-softmax) computes scores it then drops.
     """
 
     computed: float = 0.0
     causal: float = 0.0
     calls: int = 0
     per_head: list[float] = field(default_factory=list)  # density per (layer call, q head), in call order
+    pv_computed: float = 0.0
 
-    def add(self, computed: float, causal: float, per_head: list[float] | None = None) -> None:
+    def add(self, computed: float, causal: float, per_head: list[float] | None = None,
+            pv_computed: float | None = None) -> None:
         self.computed += float(computed)
         self.causal += float(causal)
+        self.pv_computed += float(computed if pv_computed is None else pv_computed)
         self.calls += 1
         if per_head:
             self.per_head.extend(float(x) for x in per_head)
@@ -38,6 +42,10 @@ class AttentionStats:
     @property
     def density(self) -> float | None:
         return self.computed / self.causal if self.causal else None
+
+    @property
+    def pv_density(self) -> float | None:
+        return self.pv_computed / self.causal if self.causal else None
 
 
 @dataclass
@@ -89,3 +97,21 @@ class SparseMethod(AttentionMethod):
         if not torch.cuda.is_available():
             return f"{self.name} runs through its PyTorch reference on this machine (no GPU): correct, slow"
         return None
+
+
+def record_stats(stats: AttentionStats | None, exec_stats) -> None:
+    """Add an executor launch's pair counts to the run's running stats."""
+    if stats is None:
+        return
+    batch, q_heads = exec_stats.computed_pairs.shape
+    stats.add(computed=float(exec_stats.computed_pairs.sum()), causal=float(exec_stats.causal_pairs * batch * q_heads),
+              per_head=exec_stats.density_per_head.tolist(), pv_computed=float(exec_stats.pv_pairs.sum()))
+
+
+def run_plan(q, k, v, plan, *, stats: AttentionStats | None = None, **executor_args):
+    """The shared executor on any plan (s2o_kernels.execute_plan), its pair counts added to ``stats``."""
+    from s2o_kernels import execute_plan
+
+    out, exec_stats = execute_plan(q, k, v, plan, **executor_args)
+    record_stats(stats, exec_stats)
+    return out

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import AttentionStats, SparseMethod
-from .s2o import execute_plan
+from .base import AttentionStats, SparseMethod, run_plan
 
 
 def check_share(name: str, value: float) -> None:
@@ -26,4 +25,4 @@ class BlockSparseMethod(SparseMethod):
     shared executor walks every listed key (tau = 0). Subclasses define ``block`` and ``plan``."""
 
     def execute(self, q, k, v, plan, *, scale, stats: AttentionStats | None = None):
-        return execute_plan(q, k, v, plan, tau=0.0, scale=scale, block_m=self.block, block_n=0, stats=stats)
+        return run_plan(q, k, v, plan, stats=stats, tau=0.0, scale=scale, block_m=self.block)

@@ -29,7 +29,7 @@ def _sdpa(q, k, v, scale, backends=None):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
 
 
-def _cuda_reason(dtype_note: str = "") -> str | None:
+def _cuda_reason() -> str | None:
     if not torch.cuda.is_available():
         return "needs a CUDA GPU (none here): use `sdpa` or `eager` on the CPU"
     return None

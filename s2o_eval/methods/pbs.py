@@ -14,7 +14,7 @@ class PBS(BlockSparseMethod):
     reaches ``threshold``; the permuted block holding token 0 and the query block's own segment (in
     original order, causal) are always kept. A permuted block is a set of token positions in the plan.
 
-    https://arxiv.org/abs/2510.21270 (2025). Selection in kernels/peers/pbs.py.
+    https://arxiv.org/abs/2510.21270 (2025). Selection in s2o_kernels.peers.pbs.
     Inputs q ``(batch, q_heads, seq_len, head_dim)``, k, v ``(batch, kv_heads, seq_len, head_dim)``.
     threshold (0.9): cumulative share of the pooled block scores to keep (1 = dense).
     segment (256): keys are permuted within segments of this many tokens; a multiple of block.

@@ -13,7 +13,7 @@ class XAttention(BlockSparseMethod):
     antidiagonals (a softmax over these estimates per query row); each query block keeps its diagonal,
     the first block, and key blocks by descending score until their share reaches ``threshold``.
 
-    https://arxiv.org/abs/2503.16428 (ICML 2025). Selection in kernels/peers/xattention.py.
+    https://arxiv.org/abs/2503.16428 (ICML 2025). Selection in s2o_kernels.peers.xattention.
     Inputs q ``(batch, q_heads, seq_len, head_dim)``, k, v ``(batch, kv_heads, seq_len, head_dim)``.
     threshold (0.9): cumulative share of the estimated block scores to keep (1 = dense).
     stride (8): antidiagonal stride; must divide block.

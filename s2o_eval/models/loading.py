@@ -82,16 +82,25 @@ def _hub_offline() -> bool:
                for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def _load_error(source: ModelSource, error: OSError) -> UserError:
+def _not_cached(spec: str, hub_offline: bool) -> UserError:
+    if hub_offline:
+        return UserError(f"model '{spec}' is not in the local Hugging Face cache and the hub is offline: "
+                         f"download it first (hf download {spec}) or pass a local directory")
+    return UserError(f"model '{spec}' is not in the local Hugging Face cache and the hub cannot be reached: "
+                     f"download it where there is a network (hf download {spec}) or pass a local directory")
+
+
+def _load_error(source: ModelSource, error: Exception) -> UserError:
     """The one-line fix for a model or tokenizer that transformers could not load."""
     text = str(error)
-    first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    # transformers' messages run on ("Unrecognized model in DIR. Should have a `model_type` key ..."):
+    # the first sentence says what is wrong
+    first_line = text.strip().splitlines()[0].split(". ")[0] if text.strip() else type(error).__name__
     spec = source.spec
     if source.kind != "hub":
         return UserError(f"could not load '{spec}' ({first_line}): check that it holds a complete Hugging Face model")
     if _hub_offline():
-        return UserError(f"model '{spec}' is not in the local Hugging Face cache and the hub is offline: "
-                         f"download it first (hf download {spec}) or pass a local directory")
+        return _not_cached(spec, hub_offline=True)
     lowered = text.lower()
     if "gated" in lowered or "401" in lowered or "403" in lowered:
         return UserError(f"model '{spec}' is gated on the hub: accept its license on huggingface.co and log in "
@@ -100,9 +109,24 @@ def _load_error(source: ModelSource, error: OSError) -> UserError:
         return UserError(f"model '{spec}' is not on the Hugging Face hub: check the id, or pass a local "
                          "directory or a .gguf file")
     if "connect" in lowered:
-        return UserError(f"model '{spec}' is not in the local Hugging Face cache and the hub cannot be reached: "
-                         f"download it where there is a network (hf download {spec}) or pass a local directory")
+        return _not_cached(spec, hub_offline=False)
     return UserError(f"could not load model '{spec}' ({first_line}): check the id, or pass a local directory")
+
+
+def _check_hub_reachable(source: ModelSource) -> None:
+    """A hub id that is not in the local Hugging Face cache needs the hub: when it is offline or out
+    of reach, say so at once instead of after transformers' half a minute of retries."""
+    if source.kind != "hub":
+        return
+    from huggingface_hub import try_to_load_from_cache
+    from s2o_tasks import common
+
+    if isinstance(try_to_load_from_cache(source.location, "config.json"), str):
+        return  # cached: transformers loads it without the network
+    if _hub_offline():
+        raise _not_cached(source.spec, hub_offline=True)
+    if not common.hub_reachable():
+        raise _not_cached(source.spec, hub_offline=False)
 
 
 def _load_tokenizer(path: str, source: ModelSource):
@@ -110,7 +134,7 @@ def _load_tokenizer(path: str, source: ModelSource):
 
     try:
         return AutoTokenizer.from_pretrained(path)
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ValueError: a config.json transformers does not recognize
         raise _load_error(source, error) from error
 
 
@@ -125,6 +149,7 @@ def load_tokenizer_only(spec: str):
     first call (seconds), never the dequantized weights.
     """
     source = resolve_model_source(spec)
+    _check_hub_reachable(source)
     path = _tokenizer_location(source)
     return _load_tokenizer(path, source), path
 
@@ -159,6 +184,7 @@ def load_model(spec: str, *, device: str, dtype="auto", attn_implementation: str
     from transformers import AutoModelForCausalLM
 
     source = resolve_model_source(spec)
+    _check_hub_reachable(source)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     location = str(ensure_model_dir(source, progress=_progress)) if source.from_gguf else source.location
@@ -168,7 +194,7 @@ def load_model(spec: str, *, device: str, dtype="auto", attn_implementation: str
         kwargs["attn_implementation"] = attn_implementation
     try:
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ValueError: a config.json transformers does not recognize
         raise _load_error(source, error) from error
     except torch.OutOfMemoryError as error:
         raise UserError(f"model '{spec}' does not fit in {device} memory in {torch_dtype}: use a smaller model, "

@@ -4,38 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
+from ..formatting import fmt_delta, fmt_ms, fmt_num, fmt_ratio
 from ..suites import ctx_label
 
 if TYPE_CHECKING:
     from .build import ReportContent
-
-
-def _score(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1f}"
-
-
-def _delta(x: float | None, flagged: bool = False) -> str:
-    if x is None:
-        return "-"
-    text = f"{x:+.1f}"
-    return f"**{text}**" if flagged else text
-
-
-def _ms(x: float | None) -> str:
-    if x is None:
-        return "-"
-    if x >= 100:
-        return f"{x:,.0f}"
-    return f"{x:.1f}" if x >= 10 else f"{x:.2f}"
-
-
-def fmt_ratio(x: float | None) -> str:
-    """A speedup or ratio cell: ``1.57x``; ``-`` when not measured."""
-    return "-" if x is None else f"{x:.2f}x"
-
-
-def _fraction(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
 
 
 def _cell(text: Any) -> str:
@@ -68,13 +41,13 @@ def _suite_averages_section(content: ReportContent) -> str:
     for row in content.averages:
         cells = []
         for c in lengths:
-            value = _score(row["ctx_avg"].get(c))
+            value = fmt_num(row["ctx_avg"].get(c))
             if compare and row["label"] != content.baseline and row["delta"].get(c) is not None:
-                value += f" ({_delta(row['delta'][c])})"
+                value += f" ({fmt_delta(row['delta'][c])})"
             cells.append(value)
-        overall = _score(row["overall"])
+        overall = fmt_num(row["overall"])
         if compare and row["label"] != content.baseline and row["overall_delta"] is not None:
-            overall += f" ({_delta(row['overall_delta'])})"
+            overall += f" ({fmt_delta(row['overall_delta'])})"
         rows.append([row["label"], *cells, overall])
     return table(["run", *[ctx_label(c) for c in lengths], "Avg"], rows)
 
@@ -89,15 +62,15 @@ def _suite_table_section(content: ReportContent, label: str) -> str:
     for task in suite["tasks"]:
         row = [task]
         for c in suite["ctx"]:
-            value = _score(suite["scores"][task].get(c))
+            value = fmt_num(suite["scores"][task].get(c))
             cell = cells.get((task, c))
             if show_delta and cell is not None and cell["delta"].get(label) is not None:
-                value += f" ({_delta(cell['delta'][label], cell['beyond_noise'][label])})"
+                value += f" ({fmt_delta(cell['delta'][label], cell['beyond_noise'][label])})"
             row.append(value)
-        row.append(_score(suite["task_avg"][task]))
+        row.append(fmt_num(suite["task_avg"][task]))
         rows.append(row)
-    rows.append(["**average**", *[f"**{_score(suite['ctx_avg'][c])}**" for c in suite["ctx"]],
-                 f"**{_score(suite['overall'])}**"])
+    rows.append(["**average**", *[f"**{fmt_num(suite['ctx_avg'][c])}**" for c in suite["ctx"]],
+                 f"**{fmt_num(suite['overall'])}**"])
     return table(["task", *[ctx_label(c) for c in suite["ctx"]], "Avg"], rows)
 
 
@@ -111,11 +84,11 @@ def _cells_section(content: ReportContent) -> str:
     for cell in content.cells:
         counts = sorted(set(cell["n"].values()))
         row = [cell["task"], ctx_label(cell["ctx"]), "/".join(str(n) for n in counts),
-               *[_score(cell["score"][label]) for label in labels],
-               *[_delta(cell["delta"].get(o), cell["beyond_noise"].get(o, False)) for o in others]]
+               *[fmt_num(cell["score"][label]) for label in labels],
+               *[fmt_delta(cell["delta"].get(o), cell["beyond_noise"].get(o, False)) for o in others]]
         if others:
             lo, hi = cell["interval"] or (None, None)
-            row.append(f"{_score(lo)}-{_score(hi)}" if lo is not None else "-")
+            row.append(f"{fmt_num(lo)}-{fmt_num(hi)}" if lo is not None else "-")
         rows.append(row)
     return table(header, rows, align_right_from=2)
 
@@ -127,7 +100,7 @@ def _prefill_section(content: ReportContent) -> str:
         header.append(f"speedup vs {content.baseline}")
     rows = []
     for row in content.prefill:
-        line = [ctx_label(row["ctx"]), row["label"], row["n"], _ms(row["mean"]), _ms(row["p50"]), _ms(row["p90"])]
+        line = [ctx_label(row["ctx"]), row["label"], row["n"], *(fmt_ms(row[k]) for k in ("mean", "p50", "p90"))]
         if compare:
             line.append(fmt_ratio(row["speedup"]))
         rows.append(line)
@@ -141,10 +114,10 @@ def _density_section(content: ReportContent) -> str:
         header.append("operator rel. L2 error")
     rows = []
     for row in content.density:
-        line = [row["label"], ctx_label(row["ctx"]), _fraction(row["density"]),
-                _fraction(row["task_min"]), _fraction(row["task_max"])]
+        line = [row["label"], ctx_label(row["ctx"]), fmt_num(row["density"], ".3f"),
+                fmt_num(row["task_min"], ".3f"), fmt_num(row["task_max"], ".3f")]
         if with_error:
-            line.append("-" if row["rel_l2"] is None else f"{row['rel_l2']:.2e}")
+            line.append(fmt_num(row["rel_l2"], ".2e"))
         rows.append(line)
     return table(header, rows, align_right_from=2)
 
@@ -156,7 +129,7 @@ def _groups_section(content: ReportContent) -> str:
     for task, group, ctx in keys:
         cells = [content.groups[label].get((task, group, ctx)) for label in labels]
         n = "/".join(str(n) for n in sorted({c["n"] for c in cells if c}))
-        rows.append([task, group, ctx_label(ctx), n, *[_score(c["score"]) if c else "-" for c in cells]])
+        rows.append([task, group, ctx_label(ctx), n, *[fmt_num(c["score"]) if c else "-" for c in cells]])
     return table(["task", "group", "length", "n", *labels], rows, align_right_from=3)
 
 
@@ -175,7 +148,7 @@ def _sweep_section(content: ReportContent) -> list[str]:
     from .sweep import ALPHA, MAX_MEAN_DELTA, MIN_BASELINE_SCORE
 
     sweep = content.sweep
-    rows = [[p.label, p.value, p.cells, p.samples, _delta(p.mean_delta), "-" if p.p_value is None else f"{p.p_value:.3f}",
+    rows = [[p.label, p.value, p.cells, p.samples, fmt_delta(p.mean_delta), fmt_num(p.p_value, ".3f"),
              "yes" if p.passed else ("unfinished" if p.missing else "no")] for p in sweep.points]
     chosen = sweep.chosen
     verdict = (f"**Chosen: {sweep.parameter} = {chosen.value}** ({chosen.label})." if chosen else

@@ -71,19 +71,24 @@ def save_baseline(baseline: dict[str, Any], path: Path) -> None:
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
-    """Read and check a baseline file; a missing or malformed one is the user's to fix (exit 1)."""
+    """Read and check a baseline file; a missing or malformed one is the user's to fix (exit 4)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"no baseline at {path}: create one from a good run with "
                         f"`s2o-eval regress RUN --against {path} --update`")
     try:
-        with open(path) as fh:
-            baseline = json.load(fh)
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path} is not valid JSON ({err.msg}, line {err.lineno}): restore it or rebuild it "
-                        "with --update") from None
+        baseline = json.loads(path.read_bytes())
+    except ValueError as err:  # not JSON, or not even UTF-8
+        where = f" ({err.msg}, line {err.lineno})" if isinstance(err, json.JSONDecodeError) else ""
+        raise UserError(f"{path} is not valid JSON{where}: restore it or rebuild it with --update") from None
     if not isinstance(baseline, dict) or baseline.get("schema") != BASELINE_SCHEMA or "samples" not in baseline:
         raise UserError(f"{path} is not an s2o-eval baseline ({BASELINE_SCHEMA}): rebuild it with --update")
+    try:
+        for sample in baseline["samples"]:
+            sample_key(sample), float(sample["score"])
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path} holds a sample without task, ctx, index and score: restore it or rebuild it "
+                        "with --update") from None
     return baseline
 
 
@@ -178,7 +183,7 @@ def evaluate(baseline: dict[str, Any], run: LoadedRun, tolerance: float = DEFAUL
     A cell regresses when its score drops and the paired two-sided test (exact McNemar for pass/fail
     scores, a permutation test otherwise) gives p < alpha; an average regresses when it drops by more
     than ``tolerance`` points. Rises never fail the gate."""
-    if tolerance < 0:
+    if not tolerance >= 0:  # nan too: it would pass every average
         raise UserError("--tolerance must be zero or more points")
     base_scores = {sample_key(s): float(s["score"]) for s in baseline["samples"]}
     run_scores = {sample_key(s): float(s["score"]) for s in run.samples}

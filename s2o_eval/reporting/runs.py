@@ -1,15 +1,26 @@
 """Runs as reports see them: found by directory or by method name, loaded through ``RunDir``, labelled,
-and restricted to the samples every compared run has (so no number mixes different prompts)."""
+and restricted to the samples every compared run has (so no number mixes different prompts).
+
+Reports never write a run directory. What they cannot read there is said in one warning line each
+(``warn``): a run under ``--runs-dir`` with an unreadable config.json is passed over, an unreadable
+summary.json is rebuilt from samples.jsonl (the source of truth)."""
 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import NotComparable, UserError
-from ..rundir import RunDir, sample_key, summarize
+from ..rundir import RunDir, UnreadableRunFile, sample_key, summarize
+
+Warn = Callable[[str], None]
+
+
+def print_warning(line: str) -> None:
+    print(f"Warning: {line}", file=sys.stderr)
 
 # Dense methods by CLI name (the contracts table). Kept here, not read from the methods registry,
 # so that reading reports never imports torch.
@@ -46,18 +57,23 @@ def _newest_samples_mtime(run: RunDir) -> float:
     return run.samples_path.stat().st_mtime
 
 
-def _candidate_runs(runs_dir: Path) -> list[RunDir]:
+def _candidate_runs(runs_dir: Path, warn: Warn) -> list[tuple[RunDir, dict[str, Any]]]:
+    """(run, its config) of every run directory under ``runs_dir``; one whose config.json does not
+    parse is passed over with a warning, so that it cannot stop the comparison of the others."""
     if not runs_dir.is_dir():
         return []
     found = []
-    for child in runs_dir.iterdir():
+    for child in sorted(runs_dir.iterdir()):
         run = RunDir(child)
         if child.is_dir() and run.exists() and run.samples_path.exists():
-            found.append(run)
+            try:
+                found.append((run, run.config()))
+            except UnreadableRunFile:
+                warn(f"skipped {child}: its config.json is unreadable")
     return found
 
 
-def resolve_run(arg: str, runs_dir: Path) -> Path:
+def resolve_run(arg: str, runs_dir: Path, warn: Warn = print_warning) -> Path:
     """A run directory from a path, or from a method name: the newest run (latest samples.jsonl) under
     ``runs_dir`` whose requested or resolved method is that name. ``dense`` prefers runs that asked for
     ``dense``, then takes the newest run of any dense method."""
@@ -66,16 +82,11 @@ def resolve_run(arg: str, runs_dir: Path) -> Path:
         if not RunDir(as_path).exists():
             raise UserError(f"{arg} has no config.json: pass a run directory made by `s2o-eval run`")
         return as_path
-    runs = _candidate_runs(runs_dir)
-
-    def configured(run: RunDir) -> tuple[str | None, str | None]:
-        config = run.config()
-        return config.get("method"), config.get("method_resolved")
-
-    matches = [r for r in runs if arg in configured(r)]
+    runs = _candidate_runs(runs_dir, warn)
+    matches = [run for run, config in runs if arg in (config.get("method"), config.get("method_resolved"))]
     if arg == "dense":
-        requested_dense = [r for r in runs if configured(r)[0] == "dense"]
-        matches = requested_dense or [r for r in runs if configured(r)[1] in DENSE_METHODS]
+        requested_dense = [run for run, config in runs if config.get("method") == "dense"]
+        matches = requested_dense or [run for run, config in runs if config.get("method_resolved") in DENSE_METHODS]
     if not matches:
         raise UserError(f"'{arg}' is neither a run directory nor a method with a finished run under "
                         f"{runs_dir}/: run `s2o-eval run --method {arg} ...` first, or pass a run directory")
@@ -97,19 +108,35 @@ def _distinguishing_args(run: LoadedRun, runs: list[LoadedRun]) -> str:
     return "-".join(f"{k}{mine.get(k)}" for k in keys)
 
 
-def load_runs(args: list[str], runs_dir: Path) -> list[LoadedRun]:
+def _read_run(path: Path, warn: Warn) -> LoadedRun:
+    rundir = RunDir(path)
+    samples = rundir.samples()
+    if not samples:
+        raise UserError(f"{path} has no finished samples yet: let `s2o-eval run` finish some first")
+    summary = env = None
+    try:
+        env = rundir.env()
+    except UnreadableRunFile:
+        warn(f"{rundir.env_path} is unreadable: the run's environment is left out")
+    if rundir.summary_path.exists():
+        try:
+            summary = rundir.summary()
+        except UnreadableRunFile:
+            warn(f"{rundir.summary_path} is unreadable: rebuilt from samples.jsonl (the source of truth)")
+    return LoadedRun(label="", path=path, config=rundir.config(), env=env or {}, samples=samples, summary=summary)
+
+
+def load_runs(args: list[str], runs_dir: Path, warn: Warn = print_warning) -> list[LoadedRun]:
     """Resolve and read each argument; labels are method names, made unique by the parameters that
     differ (``s2o-tau0.01``) or else the directory name, when two runs share a method."""
-    paths = [resolve_run(a, runs_dir) for a in args]
-    runs = []
-    for path in paths:
-        rundir = RunDir(path)
-        samples = rundir.samples()
-        if not samples:
-            raise UserError(f"{path} has no finished samples yet: let `s2o-eval run` finish some first")
-        summary = rundir.summary() if rundir.summary_path.exists() else None
-        runs.append(LoadedRun(label="", path=path, config=rundir.config(), env=rundir.env(),
-                              samples=samples, summary=summary))
+    said: set[str] = set()
+
+    def warn_once(line: str) -> None:  # each argument looks through --runs-dir: one line per problem
+        if line not in said:
+            said.add(line)
+            warn(line)
+
+    runs = [_read_run(resolve_run(a, runs_dir, warn_once), warn_once) for a in args]
     labels = [safe_label(r.method) for r in runs]
     for i, run in enumerate(runs):
         label = labels[i]
@@ -153,8 +180,8 @@ def restrict_to_common(runs: list[LoadedRun]) -> tuple[list[LoadedRun], list[str
 
 
 def summary_to_copy(run: LoadedRun) -> dict[str, Any]:
-    """The run's stored summary.json; when the run has none yet, the same shape computed from its samples
-    (the run directory itself is never written by reports)."""
+    """The run's stored summary.json; when the run has none yet (or an unreadable one), the same shape
+    computed from its samples (the run directory itself is never written by reports)."""
     if run.summary is not None:
         return run.summary
     return {"config": run.config, "env": run.env,

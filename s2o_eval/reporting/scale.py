@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..formatting import fmt_num, fmt_ratio
 from ..rundir import RunDir, config_hash, sample_key
-from .markdown import fmt_ratio, table
+from .markdown import table
 
 # what a sample's computation decides; timing and memory depend on the machine and the moment.
 # Scores must match; a generated text may differ past the answer (reports/scale/NOTES.md) and is listed.
@@ -59,10 +60,6 @@ def _samples_s(timing: ScaleRun) -> float | None:
     return timing.eval_s - timing.build_s - timing.warmup_s
 
 
-def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
 def result_differences(base: RunDir, other: RunDir) -> dict[tuple, list[str]]:
     """Sample key -> what differs between the runs: the RESULT_FIELDS that changed, or
     ``only in <run>`` for a sample only one of them has. Samples that agree are left out."""
@@ -107,7 +104,7 @@ def scale_report(paths: list[Path], out: Path, *, title: str = "Data-parallel sc
                "differences": lines[:20], "n_differences": len(differences)}
         data.append(row)
         rows.append([row["run"], str(row["processes"]), str(row["samples"]), f"{row['load_s']:.1f}",
-                     _seconds(row["build_s"]), _seconds(row["warmup_s"]), _seconds(row["samples_s"]),
+                     fmt_num(row["build_s"]), fmt_num(row["warmup_s"]), fmt_num(row["samples_s"]),
                      f"{row['eval_s']:.1f}", f"{row['wall_s']:.1f}", fmt_ratio(row["speedup_eval"]),
                      fmt_ratio(row["speedup_wall"]), "yes" if row["same_scores"] else "no",
                      "yes" if row["identical_to_base"] else f"no ({len(differences)} samples)"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from ..rundir import summarize
+from ..rundir import mean_or_none, summarize
 from .stats import wilson_interval
 
 Samples = list[dict[str, Any]]
@@ -19,11 +19,6 @@ Runs = Mapping[str, Samples]
 # Label of the pooled row/column in suite tables; a task can never be called this (lm-eval names are
 # prefixed s2o_ and CLI names contain no spaces).
 ALL_TASKS = "all tasks"
-
-
-def _mean(values) -> float | None:
-    xs = [v for v in values if v is not None]
-    return sum(xs) / len(xs) if xs else None
 
 
 def cell_results(samples: Samples) -> dict[tuple[str, int], dict[str, Any]]:
@@ -85,14 +80,14 @@ def suite_table(samples: Samples) -> dict[str, Any]:
     task_names = sorted({t for t, _ in cells})
     lengths = sorted({c for _, c in cells})
     scores = {t: {c: cells[(t, c)]["score"] for c in lengths if (t, c) in cells} for t in task_names}
-    ctx_avg = {c: _mean(scores[t].get(c) for t in task_names) for c in lengths}
+    ctx_avg = {c: mean_or_none(scores[t].get(c) for t in task_names) for c in lengths}
     return {
         "tasks": task_names,
         "ctx": lengths,
         "scores": scores,
-        "task_avg": {t: _mean(scores[t].values()) for t in task_names},
+        "task_avg": {t: mean_or_none(scores[t].values()) for t in task_names},
         "ctx_avg": ctx_avg,
-        "overall": _mean(ctx_avg.values()),
+        "overall": mean_or_none(ctx_avg.values()),
     }
 
 
@@ -145,7 +140,7 @@ def density_by_ctx(runs: Runs) -> list[dict[str, Any]]:
                         if length == ctx and cell["density_mean"] is not None]
             if not per_task:
                 continue
-            rel_l2 = _mean(s.get("rel_l2") for s in samples if int(s["ctx"]) == ctx)
+            rel_l2 = mean_or_none(s.get("rel_l2") for s in samples if int(s["ctx"]) == ctx)
             rows.append({"label": label, "ctx": ctx, "density": pooled[ctx]["density_mean"],
                          "task_min": min(per_task), "task_max": max(per_task), "rel_l2": rel_l2})
     return rows

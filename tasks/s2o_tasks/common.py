@@ -42,28 +42,18 @@ def count_tokens(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def middle_truncate(tokenizer, text: str, budget: int) -> str:
-    """Keep the first and last ``budget // 2`` tokens of ``text`` (the suites' official truncation)."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if len(ids) <= budget:
-        return text
-    half = budget // 2
-    head = tokenizer.decode(ids[:half], skip_special_tokens=True)
-    tail = tokenizer.decode(ids[len(ids) - (budget - half):], skip_special_tokens=True)
-    return head + tail
-
-
 def offline() -> bool:
     """True when the hub must not be asked: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, or the hub
     cannot be reached at all (checked once, in seconds, instead of a minute of retries per dataset)."""
     if any(os.environ.get(v, "0") not in ("", "0", "false", "False")
            for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
         return True
-    return not _hub_reachable()
+    return not hub_reachable()
 
 
 @functools.lru_cache(maxsize=1)
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all (one connection attempt, cached per process)."""
     import socket
     from urllib.parse import urlparse
 

@@ -66,10 +66,22 @@ def read_records(path: Path, indices: list[int]) -> list[dict]:
     found: dict[int, dict] = {}
     position = 0
     with open(path, encoding="utf-8") as fh:
-        for line in fh:
+        for line_number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             if position in wanted:
-                found[position] = json.loads(line)
+                found[position] = _parse_record(path, line_number, line)
             position += 1
     return [found[i] for i in indices]
+
+
+def _parse_record(path: Path, line_number: int, line: str) -> dict:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataUnavailable(f"{path} line {line_number} is not valid JSON ({err.msg}): replace the file with the "
+                              f"published one from https://huggingface.co/datasets/{HUB_REPO}") from None
+    if not isinstance(record, dict):
+        raise DataUnavailable(f"{path} line {line_number} is not a JSON object: replace the file with the "
+                              f"published one from https://huggingface.co/datasets/{HUB_REPO}")
+    return record

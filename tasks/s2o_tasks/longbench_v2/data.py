@@ -48,9 +48,17 @@ def locate(data_dir: str | None) -> Path:
 
 def read_records(path: Path) -> list[dict]:
     """All questions of ``data.json``, in the file's order."""
+    replace = f"replace it with the published file from https://huggingface.co/datasets/{HUB_REPOS[0]}"
     with open(path, encoding="utf-8") as fh:
-        records = json.load(fh)
-    if not isinstance(records, list) or (records and not set(FIELDS) <= set(records[0])):
+        try:
+            records = json.load(fh)
+        except json.JSONDecodeError as err:
+            raise DataUnavailable(f"{path} is not valid JSON ({err.msg}, line {err.lineno}): {replace}") from None
+    if not isinstance(records, list):
         raise DataUnavailable(f"{path} is not LongBench-v2's data.json (a list of records with fields "
-                              f"{', '.join(FIELDS)}): replace it with the published file")
+                              f"{', '.join(FIELDS)}): {replace}")
+    for number, record in enumerate(records):
+        missing = [f for f in FIELDS if f not in record] if isinstance(record, dict) else list(FIELDS)
+        if missing:
+            raise DataUnavailable(f"{path} record {number} lacks {', '.join(missing)}: {replace}")
     return records

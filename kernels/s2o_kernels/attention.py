@@ -1,0 +1,91 @@
+"""The front doors: one call per operation, whatever this machine has.
+
+``s2o_attention`` plans and executes S2O; ``execute_plan`` runs any plan (S2O's, a block-sparse peer's,
+an oracle's) through the index-guided executor. On CUDA tensors they run the Triton kernels; elsewhere
+the PyTorch twins of reference.py, which compute the same function (correct, slow: for tests and
+machines without a GPU). Callers never pick a backend.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .guides import DEFAULT_BUCKETS, DEFAULT_RANK, DEFAULT_SCORE, DEFAULT_SPAN, plan_heads
+from .launch import ExecStats, stats_from_chunks
+from .plan import Plan
+from .rules import (
+    DEFAULT_PATIENCE,
+    DEFAULT_SEGMENT,
+    DEFAULT_SINKS,
+    DEFAULT_STOP_RULE,
+    DEFAULT_TAU,
+    check_skip_gap,
+    default_block_n,
+    tile_positions,
+)
+
+
+def execute_plan(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float = 0.0, scale: float | None = None,
+                 block_m: int = 0, block_n: int = 0, stop_rule: str = DEFAULT_STOP_RULE,
+                 patience: int = 1, skip_gap: float = 0.0) -> tuple[Tensor, ExecStats]:
+    """Causal attention over ``plan`` with S2O's early stop: ``(output like q, ExecStats)``.
+
+    q ``(batch, q_heads, seq_len, head_dim)``, k, v ``(batch, kv_heads, seq_len, head_dim)``. tau,
+    stop_rule, patience: the stop (rules.py; tau 0 walks every listed key). skip_gap (tau 0 only):
+    skip-softmax's gap in nats (0 = off). block_m: query positions per tile (0: DEFAULT_ROWS rows,
+    see ``rules.tile_positions``); block_n: keys per chunk (0: by head dim). scale: softmax scale
+    (head_dim ** -0.5).
+    """
+    block_m = tile_positions(q.shape[1], plan.heads, k.shape[1], plan.segment, block_m)
+    if q.is_cuda:
+        from .executor import sparse_attention
+
+        return sparse_attention(q, k, v, plan, tau=tau, scale=scale, block_m=block_m, block_n=block_n or None,
+                                stop_rule=stop_rule, patience=patience, skip_gap=skip_gap, return_stats=True)
+    from .reference import torch_decide_chunks, torch_decide_skips, torch_sparse_attention
+
+    check_skip_gap(skip_gap, tau)
+    block_n = block_n or default_block_n(q.shape[-1])
+    chunks = torch_decide_chunks(q, k, plan, tau, scale=scale, block_m=block_m, block_n=block_n,
+                                 stop_rule=stop_rule, patience=patience)
+    skipped, skipped_keys = (torch_decide_skips(q, k, plan, skip_gap, scale=scale, block_m=block_m, block_n=block_n)
+                             if skip_gap > 0 else (None, None))
+    out = torch_sparse_attention(q, k, v, plan, chunks=chunks, scale=scale, block_m=block_m, block_n=block_n,
+                                 skipped=skipped)
+    stats = stats_from_chunks(chunks, plan, q.shape[2], q.shape[1] // k.shape[1], block_m=block_m, block_n=block_n,
+                              skipped_keys=skipped_keys)
+    return out.to(q.dtype), stats
+
+
+def s2o_plan_any(q: Tensor, k: Tensor, **plan_args) -> Plan:
+    """S2O's plan from the Triton planner on CUDA tensors, from its PyTorch twin elsewhere."""
+    if q.is_cuda:
+        from .planner import s2o_plan
+
+        return s2o_plan(q, k, **plan_args)
+    from .reference import torch_s2o_plan
+
+    return torch_s2o_plan(q, k, **plan_args)
+
+
+def s2o_attention(q: Tensor, k: Tensor, v: Tensor, *, tau: float = DEFAULT_TAU, scale: float | None = None,
+                  segment: int = DEFAULT_SEGMENT, sinks: int = DEFAULT_SINKS, score: str = DEFAULT_SCORE,
+                  rank: int = DEFAULT_RANK, patience: int = DEFAULT_PATIENCE, stop_rule: str = DEFAULT_STOP_RULE,
+                  block_m: int = 0, block_n: int = 0, n_buckets: int = DEFAULT_BUCKETS, span: float = DEFAULT_SPAN,
+                  query_permute: bool = False, return_stats: bool = False) -> Tensor | tuple[Tensor, ExecStats]:
+    """S2O causal prefill attention, like ``flash_attn_func``: plan (rank every prefix key per segment)
+    then execute (walk the ranked lists, stopping each tile early).
+
+    q ``(batch, q_heads, seq_len, head_dim)``, k, v ``(batch, kv_heads, seq_len, head_dim)``, fp16 or
+    bf16 (head dim 64, 128 or 256). tau: the speed/accuracy knob (0 = dense). The other arguments are
+    the planner's (planner.s2o_plan) and the executor's (``execute_plan``). Returns the output, shaped
+    and typed like q, and with ``return_stats`` the launch's ExecStats (density, chunks walked).
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    tile = tile_positions(q.shape[1], plan_heads(score, q.shape[1], k.shape[1]), k.shape[1], segment, block_m)
+    plan = s2o_plan_any(q, k, segment=segment, sinks=sinks, block_m=tile, score=score, rank=rank,
+                        n_buckets=n_buckets, span=span, query_permute=query_permute, scale=scale)
+    out, stats = execute_plan(q, k, v, plan, tau=tau, scale=scale, block_m=tile, block_n=block_n,
+                              stop_rule=stop_rule, patience=patience)
+    return (out, stats) if return_stats else out

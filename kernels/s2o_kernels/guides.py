@@ -1,0 +1,185 @@
+"""What the S2O planner ranks keys by: per (batch, plan head, segment), a few projection vectors.
+
+A key's ranking score, in nats (the query side is scaled by the softmax scale), is
+
+    score(k) = P[0] . k + 1/2 * sum_{c >= 1} (P[c] . k)^2
+
+where P = ``projections[b, h, s]`` has C rows of head_dim. It estimates log E[exp(q . k)] over the
+segment's queries q: the mean query's logit plus half the logit's variance across the queries
+(exact when the scaled queries are Gaussian). The variance term ranks up keys that a few queries hit
+hard, which the mean query alone misses. Scores (``score=``):
+
+- ``"mean"``: one list per kv head, shared by its GQA group; P = [mean of the segment's queries over
+  its tokens and the group's heads] (C = 1).
+- ``"head_mean"``: one list per query head; P = [mean query] (C = 1).
+- ``"gauss"``: one list per query head; P = [mean query, F_1 .. F_rank] with F^T F the best rank-``rank``
+  approximation of the covariance of the segment's scaled queries (C = 1 + rank), found by a few
+  steps of subspace iteration (batched matrix products and eigen-decompositions of rank x rank).
+
+Plain PyTorch, no Triton: the Triton planner and its twin share these functions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+SCORES = ("mean", "head_mean", "gauss")
+DEFAULT_SCORE = "head_mean"
+DEFAULT_RANK = 8
+DEFAULT_BUCKETS = 256
+DEFAULT_SPAN = 16.0  # nats below a list's top score that get fine buckets
+SUBSPACE_ITERATIONS = 2
+OVERSAMPLE = 2  # the iteration carries OVERSAMPLE x rank directions; the top rank are kept
+
+
+def check_score(score: str, rank: int) -> None:
+    """Reject an unknown score or a rank it cannot use."""
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {', '.join(SCORES)}; got {score!r}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1 or rank > 64:
+        raise ValueError(f"rank must be an int in 1..64; got {rank!r}")
+
+
+def plan_heads(score: str, q_heads: int, kv_heads: int) -> int:
+    """H_plan: lists per batch entry and segment (kv heads when shared by a GQA group, else q heads)."""
+    return kv_heads if score == "mean" else q_heads
+
+
+def _segment_rows(x: Tensor, segment: int) -> tuple[Tensor, Tensor]:
+    """x (B, H, N, D) -> zero-padded rows (B, H, n_seg, segment, D) and the real rows per segment."""
+    batch, heads, n_ctx, dim = x.shape
+    n_seg = -(-n_ctx // segment)
+    padded = x if n_ctx % segment == 0 else torch.nn.functional.pad(x, (0, 0, 0, n_seg * segment - n_ctx))
+    counts = (n_ctx - torch.arange(n_seg, device=x.device) * segment).clamp(max=segment)
+    return padded.reshape(batch, heads, n_seg, segment, dim), counts
+
+
+def segment_means(q: Tensor, segment: int, scale: float = 1.0) -> Tensor:
+    """Mean of each segment's (scaled) queries, per head: fp32 ``(batch, heads, n_seg, head_dim)``.
+
+    A ragged last segment is averaged over the tokens it has.
+    """
+    rows, counts = _segment_rows(q, segment)
+    return rows.sum(3, dtype=torch.float32) * (scale / counts.to(torch.float32))[:, None]
+
+
+def covariance_factors(rows: Tensor, counts: Tensor, mean: Tensor, rank: int,
+                       iterations: int = SUBSPACE_ITERATIONS) -> Tensor:
+    """F ``(..., rank, D)`` with F^T F the rank-``rank`` approximation of each segment's covariance.
+
+    rows ``(..., S, D)`` (zero padding past ``counts``), mean ``(..., D)`` fp32. The covariance is one
+    product per segment, in the rows' dtype on a GPU (half precision is plenty for a ranking), in
+    fp32 elsewhere. Subspace iteration on
+    OVERSAMPLE x rank directions, started from the means of that many consecutive groups of rows
+    (directions along which the segment's queries drift), orthonormalised through the
+    eigen-decomposition of the small Gram matrix (batched); then Rayleigh-Ritz keeps the
+    top ``rank``. Directions with no variance get zero rows.
+    """
+    seg = rows.shape[-2]
+    work = rows.dtype if rows.is_cuda else torch.float32
+    centered = rows.to(work) - mean.to(work)[..., None, :]
+    ragged = counts < seg
+    if bool(ragged.any()):  # padding rows must add nothing
+        valid = torch.arange(seg, device=rows.device) < counts[:, None]
+        centered = centered * valid[..., None].to(work)
+    # The covariance once per segment (one large product), then the iteration on D x D matrices.
+    cov = (centered.transpose(-1, -2) @ centered).float() * (1.0 / counts.to(torch.float32))[:, None, None]
+
+    def cov_times(basis: Tensor) -> Tensor:  # (..., D, r)
+        return cov @ basis
+
+    width = min(OVERSAMPLE * rank, rows.shape[-1])
+    groups = -(-seg // width)
+    # Group sums of the raw rows: centred ones sum to zero over the groups and would start one short.
+    start = rows if groups * width == seg else torch.nn.functional.pad(rows, (0, 0, 0, groups * width - seg))
+    basis = start.reshape(*rows.shape[:-2], width, groups, -1).sum(-2, dtype=torch.float32).transpose(-1, -2)
+    basis = _orthonormal(basis)
+    for _ in range(iterations):
+        basis = _orthonormal(cov_times(basis))
+    ritz = basis.transpose(-1, -2) @ cov_times(basis)  # (..., r, r)
+    values, vectors = torch.linalg.eigh(0.5 * (ritz + ritz.transpose(-1, -2)))  # ascending
+    values, vectors = values[..., -rank:], vectors[..., -rank:]
+    factors = values.clamp(min=0).sqrt()[..., :, None] * (basis @ vectors).transpose(-1, -2)
+    if factors.shape[-2] < rank:  # rank > head_dim: the rest has no variance to hold
+        factors = torch.nn.functional.pad(factors, (0, 0, 0, rank - factors.shape[-2]))
+    return factors  # (..., rank, D)
+
+
+def _orthonormal(w: Tensor) -> Tensor:
+    """Columns spanning w's range, orthonormal; columns of a (near) null direction become zero.
+
+    Through the eigen-decomposition of the small Gram matrix, in float64: the Gram squares the
+    condition number, which float32 would not hold for a start of nearly parallel directions.
+    """
+    wd = w.double()
+    gram = wd.transpose(-1, -2) @ wd
+    values, vectors = torch.linalg.eigh(0.5 * (gram + gram.transpose(-1, -2)))
+    floor = values.amax(-1, keepdim=True).clamp(min=1e-300) * 1e-12
+    inv_sqrt = torch.where(values > floor, values.clamp(min=1e-300).rsqrt(), torch.zeros_like(values))
+    return (wd @ (vectors * inv_sqrt[..., None, :])).to(w.dtype)
+
+
+def score_projections(q: Tensor, kv_heads: int, segment: int, *, score: str = DEFAULT_SCORE,
+                      rank: int = DEFAULT_RANK, scale: float) -> Tensor:
+    """The projections P of every (batch, plan head, segment): fp32 ``(B, H_plan, n_seg, C, D)``.
+
+    q ``(batch, q_heads, seq_len, head_dim)``; ``scale`` is the softmax scale (scores come out in
+    nats). See the module docstring for the scores.
+    """
+    check_score(score, rank)
+    batch, q_heads, n_ctx, dim = q.shape
+    group = q_heads // kv_heads
+    if score == "mean":
+        means = segment_means(q, segment, scale)
+        n_seg = means.shape[2]
+        return means.view(batch, kv_heads, group, n_seg, dim).mean(2)[:, :, :, None, :].contiguous()
+    if score == "head_mean":
+        return segment_means(q, segment, scale)[:, :, :, None, :].contiguous()
+    rows, counts = _segment_rows(q, segment)
+    mean = rows.sum(3, dtype=torch.float32) / counts.to(torch.float32)[:, None]
+    factors = covariance_factors(rows, counts, mean, rank)
+    return torch.cat([mean[:, :, :, None, :], factors], dim=3).mul_(scale).contiguous()
+
+
+def ranking_scores(keys: Tensor, projections: Tensor) -> Tensor:
+    """score(k) for keys ``(n, D)`` and one segment's projections ``(C, D)``: fp32 ``(n,)``."""
+    proj = keys.float() @ projections.T  # (n, C)
+    return proj[:, 0] + 0.5 * (proj[:, 1:] ** 2).sum(-1)
+
+
+def query_order_by_guide(q: Tensor, guides: Tensor, segment: int) -> Tensor:
+    """Within each segment, query positions sorted by ``q . g`` (descending, stable).
+
+    ``q (B, Hq, N, D)``, ``guides (B, H_plan, n_seg, D)``; the score of a position for a plan head is
+    summed over the query heads that plan head serves. Returns int32 ``(B, H_plan, N)``.
+    """
+    batch, q_heads, n_ctx, dim = q.shape
+    h_plan, n_seg = guides.shape[1], guides.shape[2]
+    heads_per_plan = q_heads // h_plan
+    pad = n_seg * segment - n_ctx
+    qs = torch.nn.functional.pad(q, (0, 0, 0, pad)).view(batch, h_plan, heads_per_plan, n_seg, segment, dim)
+    align = torch.einsum("bhgstd,bhsd->bhst", qs.float(), guides)
+    # Padding positions sort last so that the real positions fill the segment's first slots.
+    valid = torch.arange(n_seg * segment, device=q.device).view(n_seg, segment) < n_ctx
+    align = align.masked_fill(~valid, float("-inf"))
+    order = torch.sort(align, dim=-1, descending=True, stable=True).indices
+    order = order + (torch.arange(n_seg, device=q.device) * segment)[:, None]
+    return order.reshape(batch, h_plan, n_seg * segment)[..., :n_ctx].to(torch.int32).contiguous()
+
+
+def check_buckets(n_buckets: int, span: float) -> None:
+    """Bucket settings both implementations accept (n_buckets 0 = an exact sort, twin only)."""
+    if isinstance(n_buckets, bool) or not isinstance(n_buckets, int) or n_buckets < 0 or n_buckets == 1:
+        raise ValueError(f"n_buckets must be an int >= 2 (or 0 for an exact sort); got {n_buckets!r}")
+    if not span > 0:
+        raise ValueError(f"span must be > 0 nats; got {span!r}")
+
+
+def bucket_of(score: Tensor, top: Tensor, n_buckets: int, span: float) -> Tensor:
+    """Bucket of each score below its list's ``top`` (int64): 0 within span / n_buckets of the top, and
+    so on; everything span or more below the top lands in the last bucket. Same arithmetic as the
+    Triton kernel (fp32)."""
+    inv_width = torch.tensor(n_buckets / span, dtype=torch.float32)
+    steps = ((top.float() - score.float()) * inv_width).to(torch.int32)
+    return steps.clamp(0, n_buckets - 1).long()

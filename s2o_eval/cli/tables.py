@@ -1,0 +1,156 @@
+"""Every rich table the commands print, built here: the commands only print them.
+
+Text columns come first and are left-aligned; number columns follow, right-aligned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Iterable
+
+from rich.markup import escape
+from rich.table import Table
+
+from ..bench.markdown import fmt_args, operator_ms
+from ..bench.records import BASELINES, measured
+from ..formatting import fmt_delta, fmt_ms, fmt_num, fmt_ratio
+from ..methods import METHODS, resolve_dense
+from ..reporting.regress import AverageCheck
+from ..suites import SUITES, ctx_label, short_task_name
+
+if TYPE_CHECKING:
+    from ..evaluation import RunOutcome
+    from ..reporting import ReportContent, Verdict
+
+
+def _table(title: str, columns: Iterable[str], *, text_columns: int, caption: str | None = None,
+           no_wrap: tuple[str, ...] = ()) -> Table:
+    table = Table(title=title, caption=caption)
+    for i, name in enumerate(columns):
+        table.add_column(name, justify="left" if i < text_columns else "right", no_wrap=name in no_wrap)
+    return table
+
+
+# ------------------------------------------------------------------------------ run
+
+def method_title(name: str, args: dict[str, Any] | None) -> str:
+    """``s2o: tau=0.01, segment=1024``, or the bare name of a method without parameters."""
+    return f"{name}: {fmt_args(args)}" if args else name
+
+
+def run_results_table(outcome: RunOutcome) -> Table:
+    """One run's results: score, prefill time and density per task and length, and per group label
+    (indented under its task). Task names are the short ones of the command line and are never cut:
+    80 columns hold the longest."""
+    config = outcome.summary["config"]
+    table = _table(escape(f"{config['model_name']} · {method_title(config['method_resolved'], config['method_args'])}"),
+                   ("task", "ctx", "n", "score", "prefill ms", "p90 ms", "density"), text_columns=1,
+                   caption=escape(str(outcome.run_dir.path)), no_wrap=("task",))
+    for row in outcome.summary["results"]:
+        label = f"  {row['group']}" if row.get("group") else short_task_name(row["task"])
+        table.add_row(escape(label), ctx_label(row["ctx"]), str(row["n"]), fmt_num(row["score"]),
+                      fmt_ms(row["prefill_ms_mean"]), fmt_ms(row["prefill_ms_p90"]),
+                      fmt_num(row["density_mean"], ".3f"))
+    return table
+
+
+# ------------------------------------------------------------------------------ compare, report, regress
+
+def suite_averages_table(content: ReportContent) -> Table:
+    """Suite average per length for each run, deltas against the baseline when there are several."""
+    compare = len(content.runs) > 1
+    table = _table("Suite average score (0-100) per context length",
+                   ("run", *(ctx_label(c) for c in content.lengths), "Avg"), text_columns=1)
+    for row in content.averages:
+        with_delta = compare and row["label"] != content.baseline
+        cells = []
+        for c in content.lengths:
+            text = fmt_num(row["ctx_avg"].get(c))
+            if with_delta and row["delta"].get(c) is not None:
+                text += f" ({fmt_delta(row['delta'][c])})"
+            cells.append(text)
+        overall = fmt_num(row["overall"])
+        if with_delta and row["overall_delta"] is not None:
+            overall += f" ({fmt_delta(row['overall_delta'])})"
+        table.add_row(row["label"], *cells, overall)
+    return table
+
+
+def prefill_table(content: ReportContent) -> Table:
+    compare = len(content.runs) > 1
+    speedup = [f"speedup vs {content.baseline}"] if compare else []
+    table = _table("Prefill time per prompt (ms)", ("length", "run", "mean", "p50", "p90", *speedup), text_columns=2)
+    for row in content.prefill:
+        cells = [ctx_label(row["ctx"]), row["label"], fmt_num(row["mean"]), fmt_num(row["p50"]), fmt_num(row["p90"])]
+        if compare:
+            cells.append(fmt_ratio(row["speedup"]))
+        table.add_row(*cells)
+    return table
+
+
+def verdict_table(verdict: Verdict, only_regressions: bool) -> Table:
+    """The suite averages and cells (or only the regressions): baseline, now, delta, p."""
+    title = "Regressions against the baseline" if only_regressions else "Run against the baseline"
+    table = _table(title, ("task", "length", "baseline", "now", "delta", "p"), text_columns=2)
+    for check in verdict.regressions if only_regressions else [*verdict.averages, *verdict.cells]:
+        if isinstance(check, AverageCheck):
+            task, length, p = "suite average", "all" if check.ctx is None else ctx_label(check.ctx), "-"
+        else:
+            task, length, p = check.task, ctx_label(check.ctx), f"{check.p:.3g}"
+        table.add_row(task, length, fmt_num(check.baseline), fmt_num(check.now), fmt_delta(check.delta), p,
+                      style="red" if check.regressed else None)
+    return table
+
+
+# ------------------------------------------------------------------------------ bench
+
+def bench_tables(records: list[dict[str, Any]]) -> list[Table]:
+    """One table per workload x ctx: plan / execute / total ms, density, error, speedups, efficiency."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((record["workload"], record["ctx"]), []).append(record)
+    tables = []
+    for (workload, ctx), members in groups.items():
+        table = _table(f"{workload} · {ctx_label(ctx)} tokens · {members[0]['device']}",
+                       ("method", "args", "plan ms", "exec ms", "total ms", "density", "rel L2",
+                        *(f"vs {b}" for b in BASELINES), "eff."), text_columns=2, no_wrap=("method",))
+        for r in filter(measured, members):
+            table.add_row(r["method"], escape(fmt_args(r.get("args"))), operator_ms(r["ms_plan"]),
+                          operator_ms(r["ms_execute"]), operator_ms(r["ms_total"]), fmt_num(r["density"], ".3f"),
+                          fmt_num(r["rel_l2"], ".2e"), *(fmt_ratio(r["speedup"].get(b)) for b in BASELINES),
+                          fmt_num(r.get("efficiency"), ".2f"))
+        tables.append(table)
+    return tables
+
+
+# ------------------------------------------------------------------------------ methods, tasks
+
+def methods_table() -> Table:
+    """Every registered method: whether it runs here (and why not), its parameters, what it is."""
+    table = _table(f"attention methods (dense = {resolve_dense()} here)",
+                   ("method", "available", "parameters (defaults)", "what"), text_columns=4)
+    for name, cls in METHODS.items():
+        method = cls()
+        reason = method.unavailable_reason()
+        params = ", ".join(f"{f.name}={getattr(method, f.name)}" for f in dataclasses.fields(cls)) or "-"
+        note = getattr(method, "fallback_note", lambda: None)()
+        if reason is not None:
+            available = f"[red]no[/]: {escape(reason)}"
+        else:
+            available = "[green]yes[/]" + (" (PyTorch reference here: correct, slow)" if note else "")
+        table.add_row(name, available, escape(params), escape(cls.summary))
+    return table
+
+
+def tasks_table(data_dir: str | None, suite: str | None) -> Table:
+    """Every task of the suites (or of ``suite``), its lm-eval name, and whether its data is here."""
+    table = _table("tasks (run with --task SUITE or SUITE:TASK,TASK)", ("suite", "task", "lm-eval name", "data"),
+                   text_columns=4)
+    for suite_obj in SUITES.values():
+        if suite and suite_obj.cli_name != suite:
+            continue
+        for short in suite_obj.short_names():
+            status = suite_obj.data_status(short, data_dir)
+            table.add_row(suite_obj.cli_name, short, suite_obj.lm_eval_name(short),
+                          "[green]ready[/]" if status is None else f"[yellow]missing[/]: {escape(status)}")
+    return table

@@ -1,0 +1,69 @@
+"""Which package may import which, and what the repository root holds.
+
+s2o_kernels knows nothing of models, tasks or the harness; s2o_tasks (lm-eval adapters) knows nothing of
+the harness. Only s2o_eval is a package at the root: a root-level ``kernels/__init__.py`` shadowed Hugging
+Face's ``kernels``, which transformers imports, for every ``python -m ...`` run from the root."""
+
+import ast
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = {
+    "kernels/s2o_kernels": ("s2o_eval", "s2o_tasks"),
+    "tasks/s2o_tasks": ("s2o_eval",),
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute module names a file imports: import statements anywhere in it (functions included) and
+    ``importlib.import_module("...")`` / ``__import__("...")`` calls with a literal name."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None))
+              in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)):
+            names.add(node.args[0].value)
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_lower_layers_never_import_higher_ones(package):
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert files, f"{package} holds no Python files"
+    wrong = [f"{path.relative_to(ROOT)} imports {name}"
+             for path in files for name in sorted(imported_modules(path))
+             if name.split(".")[0] in FORBIDDEN[package]]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_import_check_sees_every_way_of_importing(tmp_path):
+    source = tmp_path / "example.py"
+    source.write_text("import s2o_eval.cli\nfrom s2o_tasks import common\nfrom . import sibling\n"
+                      "def later():\n    from s2o_eval.methods import create\n"
+                      "    importlib.import_module('s2o_eval.bench')\n")
+    assert imported_modules(source) == {"s2o_eval.cli", "s2o_tasks", "s2o_eval.methods", "s2o_eval.bench"}
+
+
+def test_only_s2o_eval_is_a_package_at_the_root():
+    packages = sorted(p.parent.name for p in ROOT.glob("*/__init__.py"))
+    assert packages == ["s2o_eval"]
+
+
+def test_readme_layout_names_every_top_level_folder():
+    readme = (ROOT / "README.md").read_text()
+    paths = re.findall(r"^\| `([^`]+)`", readme[readme.index("\n## Layout\n"):], re.M)
+    for path in paths:
+        assert (ROOT / path).is_dir(), f"README's Layout names {path}, which is not a folder here"
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout: which folders belong to the repository is unknown")
+    folders = {line.split("/")[0] for line in tracked.stdout.splitlines() if "/" in line}
+    assert {path.split("/")[0] for path in paths} == {f for f in folders if not f.startswith(".")}

@@ -1,0 +1,104 @@
+"""The README's code runs as written, on the CPU: "In your own code" (transformers' selector, the
+operator alone) and "Adding a method" (the planner file, the method file, the registry line); its
+Methods table names the registered methods.
+
+Only a few literals are swapped (a tiny model for the hub model, a short sequence); each must be in
+the README's code, so that the README cannot change without this test noticing."""
+
+import re
+import sys
+import types
+from pathlib import Path
+
+import torch
+from typer.testing import CliRunner
+
+from s2o_eval.cli import app
+from s2o_eval.methods import METHODS, AttentionStats, create
+
+from tiny_models import make_qkv
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def section(title: str, level: str = "##") -> str:
+    """The README's section ``title`` (a heading of ``level``), up to the next heading as high."""
+    text = README.read_text()
+    heading = f"\n{level} {title}\n"
+    body = text.index(heading) + len(heading)
+    end = re.compile(rf"^#{{1,{len(level)}}} ", re.M).search(text, body)
+    return text[body:end.start() if end else None]
+
+
+def python_blocks(title: str) -> list[str]:
+    """The ```python blocks of the README section ``title``, in order."""
+    return re.findall(r"```python\n(.*?)```", section(title), re.S)
+
+
+def swapped(code: str, swaps: dict[str, str]) -> str:
+    for old, new in swaps.items():
+        assert old in code, f"the README's example no longer holds {old!r}: update this test to it"
+        code = code.replace(old, new)
+    return code
+
+
+def run(code: str, name: str) -> dict:
+    namespace = {"__name__": name}
+    exec(compile(code, f"README.md ({name})", "exec"), namespace)
+    return namespace
+
+
+def test_transformers_example(tiny_model):
+    with_transformers, _ = python_blocks("In your own code")
+    done = run(swapped(with_transformers, {'"meta-llama/Llama-3.1-8B-Instruct"': repr(str(tiny_model))}),
+               "with_transformers")
+    model, recorder = done["model"], done["recorders"]["s2o"]
+    assert model.config._attn_implementation == "s2o"
+    assert recorder.method_calls == model.config.num_hidden_layers  # the prompt's prefill went to S2O
+    assert 0 < recorder.stats.density <= 1
+
+
+def test_operator_example():
+    import s2o_kernels
+
+    assert hasattr(s2o_kernels, "s2o_attention"), "the README calls s2o_kernels.s2o_attention"
+    _, operator = python_blocks("In your own code")
+    done = run(swapped(operator, {"seq_len = 16384": "seq_len = 256"}), "operator")
+    assert done["out"].shape == done["q"].shape and done["out"].dtype == done["q"].dtype
+    assert 0 < done["stats"].density <= 1
+
+
+def _as_module(name: str, code: str, monkeypatch) -> types.ModuleType:
+    """``code`` imported as the module ``name``, as if it were the file the README says to write."""
+    module = types.ModuleType(name)
+    module.__package__ = name.rpartition(".")[0]
+    monkeypatch.setitem(sys.modules, name, module)
+    exec(compile(code, f"README.md ({name})", "exec"), module.__dict__)
+    return module
+
+
+def test_adding_a_method(monkeypatch):
+    import s2o_kernels.peers  # noqa: F401  (the planner's package, for its relative import)
+
+    planner, method = python_blocks("Adding a method")
+    _as_module("s2o_kernels.peers.local", planner, monkeypatch)
+    local = _as_module("s2o_eval.methods.local", method, monkeypatch).Local
+    monkeypatch.setitem(METHODS, local.name, local)  # the registry line
+
+    block, window, n_ctx = 16, 1, 80
+    q, k, v = make_qkv(5, n_ctx, hot=4.0)
+    stats = AttentionStats()
+    out = create("local", {"block": str(block), "window": str(window)}).prefill(q, k, v, scale=0.25, stats=stats)
+    # what the docstring promises: query i sees key j <= i when j's block is at most `window` before i's
+    key, query = torch.arange(n_ctx)[None, :], torch.arange(n_ctx)[:, None]
+    allowed = (key <= query) & (key // block >= query // block - window)
+    k, v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    scores = (q.double() @ k.double().transpose(-1, -2) * 0.25).masked_fill(~allowed, float("-inf"))
+    torch.testing.assert_close(out, (torch.softmax(scores, -1) @ v.double()).float(), atol=1e-5, rtol=1e-5)
+    assert stats.density < 1
+    assert "local" in CliRunner().invoke(app, ["methods"]).output
+
+
+def test_methods_table_names_every_registered_method():
+    rows = re.findall(r"^\| (`.+?) \|", section("Methods", "###"), re.M)
+    assert {name for row in rows for name in re.findall(r"`(\w+)`", row)} == set(METHODS)
