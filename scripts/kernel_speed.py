@@ -102,7 +102,7 @@ def main(argv=None) -> int:
             options = dict(segment=args.segment, sinks=args.sinks, score=score, rank=int(rank),
                            block_m=min(128, args.segment))
             ms = median_ms(lambda: s2o_plan(q, k, **options), device=device, reps=args.reps)
-            proj_ms = median_ms(lambda: score_projections(q, kv_heads, args.segment, score=score, rank=int(rank),
+            proj_ms = median_ms(lambda: score_projections(q, k, args.segment, score=score, rank=int(rank),
                                                           scale=dim ** -0.5), device=device, reps=args.reps)
             emit({"what": "plan", "ctx": n_ctx, "score": score, "rank": int(rank), "plan_ms": ms,
                   "projections_ms": proj_ms, "share_of_fa3": ms / fa3 if fa3 else math.nan,

@@ -48,11 +48,11 @@ def segment_lists(plan: Plan):
 def list_scores(q, k, plan: Plan, score: str, rank: int, b: int, h: int, s: int, keys):
     """Each listed key's ranking score, float64, from the projections the planners use (rounded to k's
     dtype, as the kernel's tensor cores see them)."""
-    proj = score_projections(q, k.shape[1], plan.segment, score=score, rank=rank, scale=SCALE)
-    proj = proj.to(k.dtype).double()[b, h, s]
+    proj = score_projections(q, k, plan.segment, score=score, rank=rank, scale=SCALE)
+    vectors, offsets = proj.vectors.to(k.dtype).double()[b, h, s], proj.offsets.double()[b, h, s]
     kv_head = h // (plan.heads // k.shape[1])
-    dots = k[b, kv_head, keys].double() @ proj.T
-    return dots[:, 0] + 0.5 * (dots[:, 1:] ** 2).sum(-1)
+    dots = k[b, kv_head, keys].double() @ vectors.T
+    return dots[:, 0] + 0.5 * ((dots[:, 1:] - offsets[1:]) ** 2).sum(-1)
 
 
 def check_lists_hold_every_prefix_key(plan: Plan, n_ctx: int):
@@ -138,18 +138,22 @@ def test_triton_order_is_exact_with_one_key_per_bucket():
     assert torch.equal(plan.key_index, twin.key_index)
 
 
-def test_gauss_score_is_mean_logit_plus_half_its_variance():
-    # At full rank the score is exactly log E[exp(q . k)] for Gaussian queries: the mean logit plus half
-    # the logit's variance over the segment's (scaled) queries.
+def test_gauss_score_is_mean_logit_plus_half_its_centred_variance():
+    # At full rank the score is the mean logit plus half the variance over the segment's (scaled) queries
+    # of the logit against k - b, b the softmax(mean query . k)-weighted mean of the keys it sees.
     q, k = make_qk(2, 1, 2, 1, 96, 16)
     q = q + torch.linspace(-1, 1, 96, device=DEVICE)[None, None, :, None] * torch.randn(16, device=DEVICE)
-    proj = score_projections(q, 1, 32, score="gauss", rank=16, scale=SCALE)
-    assert proj.shape == (1, 2, 3, 17, 16)
+    k = k + 2.0  # a large common part, which the centring takes out
+    proj = score_projections(q, k, 32, score="gauss", rank=16, scale=SCALE)
+    assert proj.vectors.shape == (1, 2, 3, 17, 16) and proj.offsets.shape == (1, 2, 3, 17)
     for h in range(2):
         for s in range(3):
-            logits = (q[0, h, s * 32:(s + 1) * 32].double() * SCALE) @ k[0, 0].double().T  # (32, N)
-            expected = logits.mean(0) + 0.5 * logits.var(0, unbiased=False)
-            got = ranking_scores(k[0, 0], proj[0, h, s])
+            rows = q[0, h, s * 32:(s + 1) * 32].double() * SCALE
+            seen = k[0, 0, :(s + 1) * 32].double()
+            centre = torch.softmax(seen @ rows.mean(0), 0) @ seen
+            centred_logits = rows @ (k[0, 0].double() - centre).T  # (32, N)
+            expected = rows.mean(0) @ k[0, 0].double().T + 0.5 * centred_logits.var(0, unbiased=False)
+            got = ranking_scores(k[0, 0], proj.vectors[0, h, s], proj.offsets[0, h, s])
             torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-4)
 
 
@@ -183,7 +187,7 @@ def test_query_order_permutes_within_segments(score):
     assert torch.equal(order // 32, positions.expand_as(order) // 32)
     assert torch.equal(order.sort(-1).values, positions.expand_as(order))
     # Within a segment the queries come by descending alignment with that segment's mean query.
-    guides = score_projections(q, 2, 32, score=score, rank=2, scale=SCALE)[:, :, :, 0, :]
+    guides = score_projections(q, k, 32, score=score, rank=2, scale=SCALE).vectors[:, :, :, 0, :]
     heads_per_plan = q.shape[1] // plan.heads
     align = torch.einsum("bhgnd,bhnd->bhn", q.view(2, plan.heads, heads_per_plan, 100, 16),
                          guides.repeat_interleave(32, 2)[:, :, :100])

@@ -2,24 +2,29 @@
 
 A key's ranking score, in nats (the query side is scaled by the softmax scale), is
 
-    score(k) = P[0] . k + 1/2 * sum_{c >= 1} (P[c] . k)^2
+    score(k) = P[0] . k + 1/2 * sum_{c >= 1} (P[c] . k - o[c])^2
 
-where P = ``projections[b, h, s]`` has C rows of head_dim. It estimates log E[exp(q . k)] over the
-segment's queries q: the mean query's logit plus half the logit's variance across the queries
-(exact when the scaled queries are Gaussian). The variance term ranks up keys that a few queries hit
-hard, which the mean query alone misses. Scores (``score=``):
+where P = ``vectors[b, h, s]`` has C rows of head_dim and o = ``offsets[b, h, s]`` C numbers
+(o[0] unused). Scores (``score=``):
 
 - ``"mean"``: one list per kv head, shared by its GQA group; P = [mean of the segment's queries over
   its tokens and the group's heads] (C = 1).
 - ``"head_mean"``: one list per query head; P = [mean query] (C = 1).
-- ``"gauss"``: one list per query head; P = [mean query, F_1 .. F_rank] with F^T F the best rank-``rank``
-  approximation of the covariance of the segment's scaled queries (C = 1 + rank), found by a few
-  steps of subspace iteration (batched matrix products and eigen-decompositions of rank x rank).
+- ``"gauss"``: one list per query head; P = [mean query mu, F_1 .. F_rank] with F^T F the best
+  rank-``rank`` approximation of the covariance of the segment's scaled queries (C = 1 + rank),
+  found by a few steps of subspace iteration; o[c] = F_c . b, where b is the softmax(mu . k)-weighted
+  mean of the keys the segment sees. The score is then mu . k + 1/2 (k - b)^T Sigma (k - b): the mean
+  query's logit plus half the variance of the logit *relative to the row's normaliser*, to first
+  order. Without the centring on b (log E[exp(q . k)] of a Gaussian q), keys share a large common
+  part whose variance term only says how much a query shifts all its logits, which the softmax
+  cancels: on real attention that ranked worse than the mean query alone (reports/bench/NOTES.md).
 
 Plain PyTorch, no Triton: the Triton planner and its twin share these functions.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -120,32 +125,73 @@ def _orthonormal(w: Tensor) -> Tensor:
     return (wd @ (vectors * inv_sqrt[..., None, :])).to(w.dtype)
 
 
-def score_projections(q: Tensor, kv_heads: int, segment: int, *, score: str = DEFAULT_SCORE,
-                      rank: int = DEFAULT_RANK, scale: float) -> Tensor:
-    """The projections P of every (batch, plan head, segment): fp32 ``(B, H_plan, n_seg, C, D)``.
+@dataclass
+class Projections:
+    """The ranking of every (batch, plan head, segment): ``vectors`` fp32 ``(B, H_plan, n_seg, C, D)``
+    and ``offsets`` fp32 ``(B, H_plan, n_seg, C)`` (see the module docstring)."""
 
-    q ``(batch, q_heads, seq_len, head_dim)``; ``scale`` is the softmax scale (scores come out in
-    nats). See the module docstring for the scores.
+    vectors: Tensor
+    offsets: Tensor
+
+    @property
+    def heads(self) -> int:
+        return int(self.vectors.shape[1])
+
+
+def score_projections(q: Tensor, k: Tensor, segment: int, *, score: str = DEFAULT_SCORE,
+                      rank: int = DEFAULT_RANK, scale: float) -> Projections:
+    """The projections of every (batch, plan head, segment) for ``score``.
+
+    q ``(batch, q_heads, seq_len, head_dim)``, k ``(batch, kv_heads, seq_len, head_dim)``; ``scale`` is
+    the softmax scale (scores come out in nats). See the module docstring for the scores.
     """
     check_score(score, rank)
     batch, q_heads, n_ctx, dim = q.shape
+    kv_heads = k.shape[1]
     group = q_heads // kv_heads
-    if score == "mean":
+    if score in ("mean", "head_mean"):
         means = segment_means(q, segment, scale)
-        n_seg = means.shape[2]
-        return means.view(batch, kv_heads, group, n_seg, dim).mean(2)[:, :, :, None, :].contiguous()
-    if score == "head_mean":
-        return segment_means(q, segment, scale)[:, :, :, None, :].contiguous()
+        if score == "mean":
+            means = means.view(batch, kv_heads, group, -1, dim).mean(2)
+        vectors = means[:, :, :, None, :].contiguous()
+        return Projections(vectors, torch.zeros(vectors.shape[:-1], device=q.device))
     rows, counts = _segment_rows(q, segment)
     mean = rows.sum(3, dtype=torch.float32) / counts.to(torch.float32)[:, None]
-    factors = covariance_factors(rows, counts, mean, rank)
-    return torch.cat([mean[:, :, :, None, :], factors], dim=3).mul_(scale).contiguous()
+    factors = covariance_factors(rows, counts, mean, rank) * scale  # (B, Hq, n_seg, rank, D)
+    mean = mean * scale
+    centre = softmax_mean_keys(mean, k, segment)  # (B, Hq, n_seg, D)
+    offsets = torch.einsum("bhsrd,bhsd->bhsr", factors, centre)
+    return Projections(torch.cat([mean[:, :, :, None, :], factors], dim=3).contiguous(),
+                       torch.nn.functional.pad(offsets, (1, 0)).contiguous())
 
 
-def ranking_scores(keys: Tensor, projections: Tensor) -> Tensor:
-    """score(k) for keys ``(n, D)`` and one segment's projections ``(C, D)``: fp32 ``(n,)``."""
-    proj = keys.float() @ projections.T  # (n, C)
-    return proj[:, 0] + 0.5 * (proj[:, 1:] ** 2).sum(-1)
+def softmax_mean_keys(mean: Tensor, k: Tensor, segment: int) -> Tensor:
+    """b per (batch, q head, segment): the keys [0, segment end) averaged with weights softmax(mu . k),
+    mu = the segment's mean scaled query ``mean (B, Hq, n_seg, D)``. fp32 ``(B, Hq, n_seg, D)``.
+
+    One kv head at a time (the logits of its G heads' segments against every key), in k's dtype on a
+    GPU: a weighting needs no more."""
+    batch, q_heads, n_seg, dim = mean.shape
+    kv_heads, n_ctx = k.shape[1], k.shape[2]
+    group = q_heads // kv_heads
+    work = k.dtype if k.is_cuda else torch.float32
+    seg_end = ((torch.arange(n_seg, device=k.device) + 1) * segment).clamp(max=n_ctx)
+    unseen = torch.arange(n_ctx, device=k.device)[None, :] >= seg_end[:, None]  # (n_seg, N)
+    out = torch.empty_like(mean)
+    for b in range(batch):
+        for h in range(kv_heads):
+            keys = k[b, h].to(work)
+            heads = slice(h * group, (h + 1) * group)
+            logits = (mean[b, heads].to(work) @ keys.T).float()  # (G, n_seg, N)
+            weights = torch.softmax(logits.masked_fill_(unseen, float("-inf")), dim=-1)
+            out[b, heads] = (weights.to(work) @ keys).float()
+    return out
+
+
+def ranking_scores(keys: Tensor, vectors: Tensor, offsets: Tensor) -> Tensor:
+    """score(k) for keys ``(n, D)`` and one segment's ``vectors (C, D)``, ``offsets (C,)``: fp32 ``(n,)``."""
+    proj = keys.float() @ vectors.T  # (n, C)
+    return proj[:, 0] + 0.5 * ((proj[:, 1:] - offsets[1:]) ** 2).sum(-1)
 
 
 def query_order_by_guide(q: Tensor, guides: Tensor, segment: int) -> Tensor:

@@ -50,7 +50,8 @@ from .rules import DEFAULT_ROWS, DEFAULT_SEGMENT, DEFAULT_SINKS, PLAN_CONFIG_ENV
 # ----------------------------------------------------------------------------------------------
 @triton.jit
 def _score_kernel(
-    K, PROJ,        # k (B, Hkv, N, D); projections (B, Hp, n_seg, C, D) in k's dtype
+    K, PROJ,        # k (B, Hkv, N, D); projection vectors (B, Hp, n_seg, C, D) in k's dtype
+    OFFSETS,        # (B, Hp, n_seg, C) fp32, contiguous: what the squared projections are centred on
     SCORES,         # out (B, Hp, n_seg, N) fp32: written inside each segment's prefix only
     TOPS,           # out (B, Hp, n_seg, n_kb) fp32: largest score of the tile's keys in the prefix
     n_ctx, n_seg, segment, sinks, h_plan, heads_per_kv,
@@ -79,6 +80,7 @@ def _score_kernel(
         keys = tl.load(k_ptrs + offs_d[None, :], mask=offs_n[:, None] < n_ctx, other=0.0)
         p_ptrs = PROJ + b64 * stride_pb + h.to(tl.int64) * stride_ph + offs_s[:, None] * stride_ps + offs_d[None, :]
         seg_ok = offs_s < n_seg
+        o_ptrs = OFFSETS + ((b * h_plan + h) * n_seg + offs_s).to(tl.int64) * N_PROJ
         score = tl.zeros([BLOCK_S, BLOCK_N], dtype=tl.float32)
         for c in tl.static_range(N_PROJ):
             proj_vec = tl.load(p_ptrs + c * stride_pc, mask=seg_ok[:, None], other=0.0)
@@ -86,7 +88,8 @@ def _score_kernel(
             if c == 0:
                 score += proj
             else:
-                score += 0.5 * proj * proj
+                centred = proj - tl.load(o_ptrs + c, mask=seg_ok, other=0.0)[:, None]
+                score += 0.5 * centred * centred
         in_prefix = (offs_n[None, :] >= sinks) & (offs_n[None, :] < offs_s[:, None] * segment) & seg_ok[:, None]
         s_ptrs = SCORES + b64 * stride_sb + h.to(tl.int64) * stride_sh + offs_s[:, None].to(tl.int64) * stride_ss
         tl.store(s_ptrs + offs_n[None, :], score, mask=in_prefix)
@@ -196,8 +199,8 @@ def s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sinks: int
         raise ValueError(f"head_dim must be a power of two >= 16 for the Triton planner; got {dim}")
     scale = dim ** -0.5 if scale is None else scale
     kv_heads = k.shape[1]
-    projections = score_projections(q, kv_heads, segment, score=score, rank=rank, scale=scale)
-    h_plan, n_seg = projections.shape[1], projections.shape[2]
+    projections = score_projections(q, k, segment, score=score, rank=rank, scale=scale)
+    h_plan, n_seg = projections.vectors.shape[1], projections.vectors.shape[2]
     lengths, starts = plan_layout(n_ctx, segment, sinks)
     total = int(lengths.sum())
     if total >= 2**31:
@@ -205,14 +208,14 @@ def s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sinks: int
     key_index = torch.empty(batch, h_plan, total, dtype=torch.int32, device=q.device)
     if total > 0:
         heads_per_kv = h_plan // kv_heads
-        _rank_prefixes(k, projections.to(k.dtype), key_index, starts.to(q.device), segment, sinks, heads_per_kv,
-                       n_buckets, span)
-    order = query_order_by_guide(q, projections[:, :, :, 0, :], segment) if query_permute else None
+        _rank_prefixes(k, projections.vectors.to(k.dtype), projections.offsets, key_index, starts.to(q.device),
+                       segment, sinks, heads_per_kv, n_buckets, span)
+    order = query_order_by_guide(q, projections.vectors[:, :, :, 0, :], segment) if query_permute else None
     return segment_plan(q, segment, sinks, key_index, order)
 
 
-def _rank_prefixes(k: Tensor, projections: Tensor, key_index: Tensor, starts: Tensor, segment: int, sinks: int,
-                   heads_per_kv: int, n_buckets: int, span: float) -> None:
+def _rank_prefixes(k: Tensor, projections: Tensor, offsets: Tensor, key_index: Tensor, starts: Tensor, segment: int,
+                   sinks: int, heads_per_kv: int, n_buckets: int, span: float) -> None:
     """Fills ``key_index`` (B, Hp, L): scores, bucket counts per range, slot bases (torch), scatter."""
     batch, h_plan, n_seg, n_proj, dim = projections.shape
     n_ctx = k.shape[2]
@@ -223,7 +226,7 @@ def _rank_prefixes(k: Tensor, projections: Tensor, key_index: Tensor, starts: Te
     tops = torch.full((batch, h_plan, n_seg, n_kb), float("-inf"), device=k.device)
     grid = (triton.cdiv(n_seg, block_s) * heads_per_kv, n_kb, batch * h_plan // heads_per_kv)
     _score_kernel[grid](
-        k, projections, scores, tops, n_ctx, n_seg, segment, sinks, h_plan, heads_per_kv,
+        k, projections, offsets.contiguous(), scores, tops, n_ctx, n_seg, segment, sinks, h_plan, heads_per_kv,
         *k.stride()[:3], *projections.stride()[:4], *scores.stride()[:3], *tops.stride()[:3],
         HEAD_DIM=dim, N_PROJ=n_proj, BLOCK_S=block_s, BLOCK_N=block_n,
         # fp32 inputs (tests, studies) score exactly; fp16 / bf16 products are exact in fp32 anyway.

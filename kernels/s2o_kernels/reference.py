@@ -330,9 +330,9 @@ def torch_s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sink
     batch, q_heads, n_ctx, dim = q.shape
     scale = dim ** -0.5 if scale is None else scale
     kv_heads = k.shape[1]
-    projections = score_projections(q, kv_heads, segment, score=score, rank=rank, scale=scale)
-    rounded = projections.to(k.dtype).float()
-    h_plan = projections.shape[1]
+    projections = score_projections(q, k, segment, score=score, rank=rank, scale=scale)
+    rounded = projections.vectors.to(k.dtype).float()
+    h_plan = projections.heads
     heads_per_kv = h_plan // kv_heads
     lengths, _ = plan_layout(n_ctx, segment, sinks)
     key_index = torch.empty(batch, h_plan, int(lengths.sum()), dtype=torch.int32, device=q.device)
@@ -343,14 +343,14 @@ def torch_s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sink
             for s, n in enumerate(lengths.tolist()):
                 if n == 0:
                     continue
-                scores = ranking_scores(keys[sinks:sinks + n], rounded[b, h, s])
+                scores = ranking_scores(keys[sinks:sinks + n], rounded[b, h, s], projections.offsets[b, h, s])
                 if n_buckets:
                     order = torch.sort(bucket_of(scores, scores.max(), n_buckets, span), stable=True).indices
                 else:
                     order = torch.sort(scores, descending=True, stable=True).indices
                 key_index[b, h, offset:offset + n] = (order + sinks).to(torch.int32)
                 offset += n
-    order = query_order_by_guide(q, projections[:, :, :, 0, :], segment) if query_permute else None
+    order = query_order_by_guide(q, projections.vectors[:, :, :, 0, :], segment) if query_permute else None
     return segment_plan(q, segment, sinks, key_index, order)
 
 
