@@ -8,6 +8,9 @@
 #   bash scripts/gpu_ruler.sh suites    # LongBench-v2 / InfiniteBench on fixture data at 16K
 #   bash scripts/gpu_ruler.sh scale N   # on a multi-GPU host: one RULER selection with --gpus N
 #                                             # (run it with 1, then 2); the scale report once both exist
+#   bash scripts/gpu_ruler.sh rope      # issue 16: fa2, RULER niah + vt, cwe, fwe x 32K..128K x 10 samples,
+#                                             # RoPE linear:F on the global layers for F in $FS (1 2 4);
+#                                             # one report (score vs ctx, a line per F) once two F have samples
 #
 # Run directories live in $RUNS (default /tmp/runs, kept while the machine is warm); each step tars
 # them into $OUT/runs.tgz.
@@ -16,6 +19,7 @@ set -u
 R=${RUNS:-/tmp/runs}
 mkdir -p "$R" "$OUT"
 RULER="--task ruler --ctx 4k,8k,16k,32k --limit 10 --decode static -q"
+ROPE_TASKS="ruler:niah_single_1,niah_single_2,niah_single_3,niah_multikey_1,niah_multikey_2,niah_multikey_3,niah_multivalue,niah_multiquery,vt,cwe,fwe"
 deadline=$((SECONDS + ${LIMIT_S:-520}))  # the whole step ends by then: a device call has 600 s
 stop() {
   local left=$((deadline - SECONDS))
@@ -39,7 +43,7 @@ print(sweep.chosen.value if sweep.chosen else "")
 PY
 }
 
-case "${1:?step: dense, sweep, nightly, suites or scale}" in
+case "${1:?step: dense, sweep, nightly, suites, scale or rope}" in
   dense) stop python3 -m s2o_eval run $RULER --method fa2,fa3 --runs-dir "$R" 2>&1 | tail -3 ;;
   sweep)  # largest first; the first tau that passes is the largest that does: stop there
     for tau in ${TAUS:-0.003 0.001 0.0003}; do
@@ -59,6 +63,16 @@ case "${1:?step: dense, sweep, nightly, suites or scale}" in
       --gpus "$n" --out "$R/scale-$n" 2>&1 | tail -3
     ls -d "$R"/scale-* >/dev/null 2>&1 && [ "$(ls -d "$R"/scale-* | wc -l)" -ge 2 ] \
       && python3 -m s2o_eval scale "$R"/scale-* --out "$OUT/scale" ;;
+  rope)  # one run directory per F, each over all three lengths (a shorter list would be another run);
+         # 64K and 128K are past gemma-3-270m's 32K window for every F: interpolation does not lift the
+         # check, so --allow-beyond-window for all three (F = 1 is the model's own RoPE: no flag)
+    for f in ${FS:-1 2 4}; do
+      scaling=(); [ "$f" = 1 ] || scaling=(--rope-scaling "linear:$f")
+      stop python3 -m s2o_eval run --task "$ROPE_TASKS" --ctx 32k,64k,128k --limit 10 --method fa2 --decode static \
+        --allow-beyond-window "${scaling[@]}" --out "$R/rope/linear$f" -q 2>&1 | tail -3
+    done
+    started=$(ls -d "$R"/rope/linear*/samples.jsonl 2>/dev/null | xargs -r -n1 dirname)  # F = 1 first: the baseline
+    [ "$(echo "$started" | grep -c .)" -ge 2 ] && python3 -m s2o_eval compare $started --out "$OUT/rope-ruler" ;;
   suites)
     tau=${TAU:-$(chosen_tau)}
     python3 -c "import sys; sys.path.insert(0, 'tests'); import suite_fixtures as f; f.write('/tmp/fixtures', scale=8)"

@@ -97,3 +97,29 @@ def make_qkv(seed: int, n_ctx: int, *, batch: int = 1, q_heads: int = 4, kv_head
         chosen = torch.rand(batch, kv_heads, n_ctx, 1, generator=gen) < 0.125
         k = k + chosen * hot * direction / head_dim**0.5
     return q.to(dtype), k.to(dtype), v.to(dtype)
+
+
+def make_tiny_gemma(path: Path, *, layer_types=GEMMA_LAYER_TYPES, max_positions: int = 4096, seed: int = 0) -> Path:
+    """A random Gemma 3 (``tiny_gemma_config``: sliding and global layers) with the tokenizer above, saved
+    as a model dir."""
+    from transformers import Gemma3ForCausalLM
+
+    path = Path(path)
+    tokenizer = make_tokenizer(path)
+    torch.manual_seed(seed)
+    Gemma3ForCausalLM(tiny_gemma_config(len(tokenizer), layer_types=layer_types, max_positions=max_positions)
+                      ).save_pretrained(path)
+    return path
+
+
+def make_tiny_gpt2(path: Path, *, max_positions: int = 4096, seed: int = 0) -> Path:
+    """A 2-layer random GPT-2 (learned position embeddings, no RoPE) with the tokenizer above, saved as a model dir."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    path = Path(path)
+    tokenizer = make_tokenizer(path)
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=max_positions, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    return path

@@ -11,6 +11,7 @@ File format (``torch.save``; read back with ``read_capture``)::
     {"meta": {"format": "s2o-eval-capture/1", "model": {name, source, revision, max_window},
               "layers": [5, 11, 17], "layer_types": [...] | None, "q_heads", "kv_heads", "head_dim",
               "tokens", "dtype", "bos", "texts": [{"path", "sha256"}], "beyond_window",
+              "rope_scaling": {"type", "factor", "layers", ...} | None (``--rope-scaling``),
               "device", "tool_version", "created"},
      "layers": [{"layer": 5, "scaling": 0.0625,
                  "q": (1, q_heads, tokens, head_dim), "k": (1, kv_heads, tokens, head_dim), "v": ...}, ...]}
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..errors import UserError
+from ..models.rope_scaling import RopeScaling, label as rope_label
 from ..sliding import sliding_window_attention
 
 FORMAT = "s2o-eval-capture/1"
@@ -273,6 +275,16 @@ class CaptureRequest:
     device: str | None = None
     dtype: str = "auto"
     allow_beyond_window: bool = False
+    rope_scaling: RopeScaling | None = None
+
+
+def default_capture_path(model_name: str, tokens: int, rope_scaling: dict | None) -> Path:
+    """``captures/<model>-<ctx>.pt``, with ``-linearF`` when the RoPE was scaled: an interpolated capture
+    never replaces the plain one of the same length."""
+    from ..suites import ctx_label
+
+    tag = rope_label(rope_scaling)
+    return Path("captures") / f"{model_name}-{ctx_label(tokens).lower()}{f'-{tag}' if tag else ''}.pt"
 
 
 def run_capture(request: CaptureRequest, progress=None) -> tuple[Path, dict[str, Any]]:
@@ -282,7 +294,6 @@ def run_capture(request: CaptureRequest, progress=None) -> tuple[Path, dict[str,
     """
     from ..env import device_name
     from ..models import load_model
-    from ..suites import ctx_label
 
     say = progress or (lambda line: None)
     files = [Path(p) for p in request.text_files] if request.text_files else default_text_files()
@@ -291,11 +302,14 @@ def run_capture(request: CaptureRequest, progress=None) -> tuple[Path, dict[str,
             raise UserError(f"text file {path} does not exist: pass existing files with --text")
     device = request.device or ("cuda" if torch.cuda.is_available() else "cpu")
     say(f"loading {request.model} on {device}")
-    loaded = load_model(request.model, device=device, dtype=request.dtype)
+    loaded = load_model(request.model, device=device, dtype=request.dtype, rope_scaling=request.rope_scaling)
     beyond = request.tokens > loaded.max_window
     if beyond and not request.allow_beyond_window:
-        raise UserError(f"--ctx {request.tokens} is beyond {loaded.name}'s window of {loaded.max_window} tokens: "
-                        "pass --allow-beyond-window to capture anyway (recorded in the file)")
+        # as in `run`: interpolation does not lift the check (see evaluation.window_refusal)
+        lifted = (f", which --rope-scaling {request.rope_scaling.text} does not lift"
+                  if loaded.rope_scaling else "")
+        raise UserError(f"--ctx {request.tokens} is beyond {loaded.name}'s window of {loaded.max_window} tokens"
+                        f"{lifted}: pass --allow-beyond-window to capture anyway (recorded in the file)")
     layers = choose_layers(loaded.model.config, request.layers)
     texts = [path.read_text(encoding="utf-8", errors="replace") for path in files]
     ids, bos = prompt_ids(loaded.tokenizer, texts, request.tokens)
@@ -316,8 +330,9 @@ def run_capture(request: CaptureRequest, progress=None) -> tuple[Path, dict[str,
         "bos": bos,
         "model_dtype": str(dtype).removeprefix("torch."),
         "beyond_window": beyond,
+        "rope_scaling": loaded.rope_scaling,
         "device": device_name() if str(loaded.model.device).startswith("cuda") else "CPU",
     }
-    out = request.out or Path("captures") / f"{loaded.name}-{ctx_label(request.tokens).lower()}.pt"
+    out = request.out or default_capture_path(loaded.name, request.tokens, loaded.rope_scaling)
     say(f"writing {out}")
     return write_capture(out, captured, meta)

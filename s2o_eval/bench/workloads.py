@@ -104,15 +104,17 @@ def load_capture_workload(spec: str, tokens: int | None, device: str, *, allow_b
                         "capture layers that share one (--layers)")
     q, k, v = (t.to(device).contiguous() for t in stack_layers(layers, tokens))
     model = meta.get("model") or {}
+    rope = meta.get("rope_scaling")
     note = (f"real attention: {model.get('name', '?')} layers {','.join(map(str, meta['layers']))} stacked "
-            f"along heads, on {meta.get('text_source') or 'captured text'}")
+            f"along heads, on {meta.get('text_source') or 'captured text'}"
+            + (f", RoPE linear:{rope['factor']:g} on the global layers" if rope else ""))
     texts = meta.get("texts") or []
     # one digest for all text files keeps every record short (49 essays by default)
     texts_sha256 = hashlib.sha256("".join(t["sha256"] for t in texts).encode()).hexdigest() if texts else None
     source = {"path": str(path), "model": model, "layers": meta["layers"], "text_files": len(texts),
               "texts_sha256": texts_sha256, "text_source": meta.get("text_source"),
               "captured_tokens": captured, "capture_device": meta.get("device"),
-              "capture_beyond_window": meta.get("beyond_window")}
+              "capture_beyond_window": meta.get("beyond_window"), "capture_rope_scaling": rope}
     return Workload(name=path.stem, kind="capture", q=q, k=k, v=v, scale=float(layers[0]["scaling"]),
                     note=note, source=source, beyond_window=beyond)
 

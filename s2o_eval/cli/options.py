@@ -34,3 +34,6 @@ CtxOpt = Annotated[str, typer.Option("--ctx", help="total windows (prompt + gene
 DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="local copies of the datasets (layout: README)",
                                                    callback=_existing_data_dir)]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cuda, cuda:1 or cpu (default: cuda if present)")]
+RopeScalingOpt = Annotated[Optional[str], typer.Option(
+    "--rope-scaling", help="linear:F: position interpolation on the global (full-attention) layers' RoPE, e.g. "
+                           "linear:4; sliding-window layers keep theirs (recorded)")]

@@ -12,9 +12,10 @@ from .. import distributed
 from ..errors import NothingEvaluated, UserError
 from ..evaluation import RunRequest, configured_methods, run_evaluation
 from ..methods import parse_method_args, parse_sweep
-from ..models import DEFAULT_MODEL
+from ..models import DEFAULT_MODEL, parse_rope_scaling
 from ..suites import load_named_suite, parse_ctx, parse_tasks
-from .options import OUT_NAMES, TASK_NAMES, CtxOpt, DataDirOpt, DeviceOpt, MethodArgsOpt, MethodOpt, ModelOpt
+from .options import (OUT_NAMES, TASK_NAMES, CtxOpt, DataDirOpt, DeviceOpt, MethodArgsOpt, MethodOpt, ModelOpt,
+                      RopeScalingOpt)
 from .tables import run_results_table
 
 COMMAND_KWARGS = {
@@ -26,7 +27,8 @@ COMMAND_KWARGS = {
               "  s2o-eval run --suite nightly --method s2o\n\n"
               "  s2o-eval run --task ruler --ctx 16k --method s2o --sweep tau=0.01,0.003,0.001\n\n"
               "  s2o-eval run --task ruler --ctx 4k,32k --method fa2,fa3,s2o --limit 10\n\n"
-              "  s2o-eval run --task ruler --ctx 32k --method s2o --gpus 8",
+              "  s2o-eval run --task ruler --ctx 32k --method s2o --gpus 8\n\n"
+              "  s2o-eval run --task ruler --ctx 64k --method fa2 --rope-scaling linear:2 --allow-beyond-window",
 }
 
 
@@ -61,6 +63,7 @@ def command(
     suite: Annotated[Optional[str], typer.Option("--suite", help="a named selection, e.g. nightly (its tasks, ctx, limit, seed)")] = None,
     sweep: Annotated[Optional[str], typer.Option("--sweep", help="one run per value of a method parameter, e.g. tau=0.01,0.003")] = None,
     allow_beyond_window: Annotated[bool, typer.Option("--allow-beyond-window", help="allow --ctx past the model's window (recorded)")] = False,
+    rope_scaling: RopeScalingOpt = None,
     device: DeviceOpt = None,
     dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32")] = "auto",
     decode: Annotated[str, typer.Option("--decode", help="auto (compiled static-cache decode on a GPU) | static | dynamic; decoding is dense for every method")] = "auto",
@@ -82,7 +85,7 @@ def command(
                          method_args=parse_method_args(method_args), limit=limit, seed=seed,
                          chat_template=chat_template, data_dir=data_dir, out=out, runs_dir=runs_dir,
                          allow_beyond_window=allow_beyond_window, device=device, dtype=dtype, suite=suite,
-                         decode=decode)
+                         decode=decode, rope_scaling=parse_rope_scaling(rope_scaling))
     if limit is not None and limit < 1:
         raise UserError("--limit must be at least 1")
     sweeps = sweep_points(sweep)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from s2o_eval.errors import UserError
 
 from .cache import ensure_model_dir, ensure_tokenizer_dir
+from .rope_scaling import RopeScaling, apply_rope_scaling
 from .sources import ModelSource, resolve_model_source
 
 _DTYPE_NAMES = {
@@ -29,6 +30,7 @@ class LoadedModel:
     revision        hub commit, sha256 of the GGUF file, or None (a local directory)
     max_window      the model's context window in tokens (``max_position_embeddings``)
     chat_template   whether the tokenizer has a chat template
+    rope_scaling    what ``--rope-scaling`` changed (``rope_scaling.apply_rope_scaling``), None: the model's own RoPE
     """
 
     model: object
@@ -39,6 +41,7 @@ class LoadedModel:
     revision: str | None
     max_window: int
     chat_template: bool
+    rope_scaling: dict | None = None
 
 
 def resolve_dtype(dtype, device: str):
@@ -171,13 +174,30 @@ def _progress(message: str) -> None:
     Console(stderr=True).print(f"[dim]{message}[/dim]")
 
 
-def load_model(spec: str, *, device: str, dtype="auto", attn_implementation: str | None = None) -> LoadedModel:
+def _scaled_config(location: str, source: ModelSource, scaling: RopeScaling):
+    """The model's config with ``scaling`` applied, and the record of it; refused before any weight loads."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(location)
+    except (OSError, ValueError) as error:
+        raise _load_error(source, error) from error
+    record = apply_rope_scaling(config, scaling, source.name)
+    if record is not None:
+        _progress(f"RoPE {scaling.text} on {record['applies_to']}: layers {','.join(map(str, record['layers']))}")
+    return config, record
+
+
+def load_model(spec: str, *, device: str, dtype="auto", attn_implementation: str | None = None,
+               rope_scaling: RopeScaling | None = None) -> LoadedModel:
     """Load ``--model spec`` for evaluation.
 
     ``spec``: ``gemma-3-270m`` / ``default`` (the embedded GGUF, converted once into the cache), a
     ``.gguf`` file (same), a local model directory, or a hub id (from the local HF cache, or
     downloaded when the hub is reachable). ``dtype``: "auto" (bf16 on CUDA, fp32 on CPU), a name
     (bf16, fp16, fp32) or a torch dtype. ``attn_implementation`` is passed to transformers as is.
+    ``rope_scaling`` (``--rope-scaling``) is set in the model's config before the model is built (see
+    ``rope_scaling``); the window the run checks ``--ctx`` against stays the model's own.
     Raises UserError for anything the user can fix (missing path, model not cached offline, no CUDA).
     """
     import torch
@@ -192,6 +212,9 @@ def load_model(spec: str, *, device: str, dtype="auto", attn_implementation: str
     kwargs = {"dtype": torch_dtype, "device_map": {"": torch.device(device)}}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
+    scaled = None
+    if rope_scaling is not None:
+        kwargs["config"], scaled = _scaled_config(location, source, rope_scaling)
     try:
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
     except (OSError, ValueError) as error:  # ValueError: a config.json transformers does not recognize
@@ -211,4 +234,5 @@ def load_model(spec: str, *, device: str, dtype="auto", attn_implementation: str
         revision=revision,
         max_window=context_window(model.config),
         chat_template=bool(getattr(tokenizer, "chat_template", None)),
+        rope_scaling=scaled,
     )

@@ -10,7 +10,8 @@ Baseline file (JSON, ``schema`` = ``BASELINE_SCHEMA``)::
      "created_from": {"run": "<run directory>", "config": {...}, "env": {...}},
      "samples": [{"task", "ctx", "index", "score"}, ...]}          # sorted by (task, ctx, index), one a line
 
-A run is comparable to a baseline when model, tasks, context lengths and sample keys all agree.
+A run is comparable to a baseline when model (its RoPE scaling included), tasks, context lengths and
+sample keys all agree.
 It passes when no suite average (per length, and over all lengths) drops by more than the tolerance,
 and no task x length cell drops with a paired test significant at ``alpha``.
 """
@@ -97,11 +98,20 @@ def _preview(keys: set) -> str:
     return f"{task} at {ctx} #{index}"
 
 
+def _rope_text(record: dict[str, Any] | None) -> str:
+    return f"{record.get('type', 'linear')}:{float(record['factor']):g}" if record else "none"
+
+
 def check_comparable(baseline: dict[str, Any], run: LoadedRun) -> None:
     """Raise NotComparable with a one-line reason unless model, tasks, lengths and sample keys agree."""
     if baseline.get("model") != run.model:
         raise NotComparable(f"the run's model {run.model!r} is not the baseline's {baseline.get('model')!r}: "
                             "gate runs of the baseline's model")
+    # a scaled RoPE makes another model of the same weights; baselines record it in their run's config
+    base_rope = ((baseline.get("created_from") or {}).get("config") or {}).get("rope_scaling") or None
+    if _rope_text(base_rope) != _rope_text(run.rope_scaling):
+        raise NotComparable(f"the run's RoPE scaling ({_rope_text(run.rope_scaling)}) is not the baseline's "
+                            f"({_rope_text(base_rope)}): gate runs made with the baseline's --rope-scaling")
     revisions = (baseline.get("model_revision"), run.config.get("model_revision"))
     if None not in revisions and revisions[0] != revisions[1]:
         raise NotComparable(f"the run's model revision {revisions[1]} is not the baseline's {revisions[0]}: "

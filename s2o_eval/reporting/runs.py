@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import NotComparable, UserError
+from ..models.rope_scaling import label as rope_label
 from ..rundir import RunDir, UnreadableRunFile, sample_key, summarize
 
 Warn = Callable[[str], None]
@@ -46,6 +47,11 @@ class LoadedRun:
     @property
     def model(self) -> Any:
         return self.config.get("model")
+
+    @property
+    def rope_scaling(self) -> dict[str, Any] | None:
+        """What ``--rope-scaling`` changed in the run (config.json), None when the model's own RoPE ran."""
+        return self.config.get("rope_scaling") or None
 
     @property
     def sparse(self) -> bool:
@@ -98,9 +104,16 @@ def safe_label(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"
 
 
+def base_label(run: LoadedRun) -> str:
+    """The method's name, with the RoPE scaling when the run had one (``fa2-linear4``): runs of one
+    method at several factors are told apart in every table and plot."""
+    tag = rope_label(run.rope_scaling)
+    return safe_label(f"{run.method}-{tag}" if tag else run.method)
+
+
 def _distinguishing_args(run: LoadedRun, runs: list[LoadedRun]) -> str:
     """``tau0.01`` for an s2o run among s2o runs that differ only in tau (empty when args do not tell)."""
-    peers = [r.config.get("method_args") or {} for r in runs if r.method == run.method]
+    peers = [r.config.get("method_args") or {} for r in runs if base_label(r) == base_label(run)]
     mine = run.config.get("method_args") or {}
     keys = sorted({k for p in peers for k in p if len({repr(q.get(k)) for q in peers}) > 1})
     if not keys or sum(1 for p in peers if all(p.get(k) == mine.get(k) for k in keys)) > 1:
@@ -127,8 +140,9 @@ def _read_run(path: Path, warn: Warn) -> LoadedRun:
 
 
 def load_runs(args: list[str], runs_dir: Path, warn: Warn = print_warning) -> list[LoadedRun]:
-    """Resolve and read each argument; labels are method names, made unique by the parameters that
-    differ (``s2o-tau0.01``) or else the directory name, when two runs share a method."""
+    """Resolve and read each argument; labels are method names (with ``-linearF`` for a scaled RoPE),
+    made unique by the parameters that differ (``s2o-tau0.01``) or else the directory name, when two
+    runs share a label."""
     said: set[str] = set()
 
     def warn_once(line: str) -> None:  # each argument looks through --runs-dir: one line per problem
@@ -137,7 +151,7 @@ def load_runs(args: list[str], runs_dir: Path, warn: Warn = print_warning) -> li
             warn(line)
 
     runs = [_read_run(resolve_run(a, runs_dir, warn_once), warn_once) for a in args]
-    labels = [safe_label(r.method) for r in runs]
+    labels = [base_label(r) for r in runs]
     for i, run in enumerate(runs):
         label = labels[i]
         if labels.count(label) > 1:
