@@ -6,17 +6,20 @@
 #   bash scripts/gpu_bench_s2o.sh tests     # the GPU-only kernel tests (bf16, the Triton executor and planner)
 #   bash scripts/gpu_bench_s2o.sh speed     # executor efficiency per launch config, planner time (random inputs)
 #   bash scripts/gpu_bench_s2o.sh capture   # gemma-3-270m's global layers over the essays, 128K
-#   bash scripts/gpu_bench_s2o.sh s2o       # S2O's tau sweep beside PBS, the oracles and FA2/cuDNN/FA3
+#   bash scripts/gpu_bench_s2o.sh s2o       # S2O's tau sweep (head_mean and gauss scores; walk = no head on the dense kernel) beside PBS, the oracles and FA2/cuDNN/FA3
 #   bash scripts/gpu_bench_s2o.sh variants  # S2O's planner choices (score, rank, patience) in one run
 #   bash scripts/gpu_bench_s2o.sh peers     # every peer's main knob swept beside S2O, same inputs
 #   bash scripts/gpu_bench_s2o.sh random    # Llama-3.1-8B-shaped random inputs (overhead only)
 #
 # The capture stays on the machine (captures/, ~2.3 GB at 128K); reports go to $OUT. CTX, NAME, REPS,
-# LIMIT_S, TAUS, MARK and SPEED_CONFIGS override the defaults below.
+# LIMIT_S, TAUS, MARK, SHAPE and SPEED_CONFIGS override the defaults below.
 set -u
 . scripts/gpu_setup.sh
 mkdir -p "$OUT" captures
 CAPTURE=captures/gemma-128k.pt
+# reports are named after the card that made them (h100 / h200)
+CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | grep -o 'H[0-9]*' | tr H h)
+CARD=${CARD:-gpu}
 BENCH=(--reps "${REPS:-3}" --warmup 1 --out-dir "$OUT" -q)
 # (timeout runs programs, not the s2o-eval shell function: hence python3 -m s2o_eval)
 stop() { timeout -k 15 -s INT "${LIMIT_S:-560}" "$@"; }
@@ -25,21 +28,23 @@ SPEED_CONFIGS=${SPEED_CONFIGS:-"block_m=128,block_n=64,num_warps=8,num_stages=2;
 
 case "${1:?step: tests, speed, capture, s2o, variants, peers or random}" in
   tests)  # MARK=gpu runs only the GPU-only cases (bf16); by default every kernel test, on the GPU
-    python3 -m pytest -q -x ${MARK:+-m "$MARK"} tests/test_executor.py tests/test_planner.py tests/test_sparse_methods.py \
-      tests/test_peers_block.py 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt" ;;
+    python3 -m pytest -q -rfE ${MARK:+-m "$MARK"} tests/test_executor.py tests/test_planner.py tests/test_sparse_methods.py \
+      tests/test_peers_block.py tests/test_peers_flashprefill.py tests/test_skip_softmax.py tests/test_forecast.py 2>&1 | tail -40 | tee "$OUT/gpu-tests-$CARD.txt" ;;
   speed)
-    stop python3 scripts/kernel_speed.py --ctx "${CTX:-32768,131072}" --shape gemma --densities "${DENSITIES-1,0.2}" --stop-path --patience 1,4 \
-      --configs "$SPEED_CONFIGS" --scores gauss:8,gauss:4,head_mean:1 --out "$OUT/${NAME:-kernel-speed}.json" 2>&1 | tail -40 ;;
+    stop python3 scripts/kernel_speed.py --ctx "${CTX:-32768,131072}" --shape "${SHAPE:-gemma}" --densities "${DENSITIES-1,0.2}" --stop-path --patience 1,4 \
+      --configs "$SPEED_CONFIGS" --scores gauss:8,gauss:4,head_mean:1 --out "$OUT/${NAME:-kernel-speed-${SHAPE:-gemma}-$CARD}.json" 2>&1 | tail -40 ;;
   capture)
     [ -f "$CAPTURE" ] || stop python3 -m s2o_eval capture --ctx 128k --allow-beyond-window --out "$CAPTURE" 2>&1 | tail -5 ;;
   s2o)  # S2O swept beside PBS (the strongest peer), the per-tile and per-segment oracles, FA2/cuDNN/FA3
-    stop python3 -m s2o_eval bench --workload "$CAPTURE" --ctx ${CTX:-128k,32k} --allow-beyond-window --name "${NAME:-s2o-h200}" \
-      --methods fa2,cudnn,fa3,s2o,pbs,token_oracle,segment_oracle \
-      --sweep s2o:tau=${TAUS:-0.0003,0.001,0.003,0.01} --sweep pbs:threshold=0.9,0.95,0.99 \
+    stop python3 -m s2o_eval bench --workload "$CAPTURE" --ctx ${CTX:-128k,32k} --allow-beyond-window --name "${NAME:-s2o-$CARD}" \
+      --methods fa2,cudnn,fa3,s2o,s2o/walk,s2o/gauss,pbs,token_oracle,segment_oracle \
+      --sweep s2o:tau=${TAUS:-0.0001,0.0003,0.001,0.003,0.01} --sweep pbs:threshold=0.8,0.9,0.95,0.99 \
+      --method-args s2o/walk:dense_above=0 --sweep s2o/walk:tau=${TAUS:-0.0001,0.0003,0.001,0.003,0.01} \
+      --method-args s2o/gauss:score=gauss,rank=8 --sweep s2o/gauss:tau=0.0003,0.001,0.003,0.01 \
       --sweep token_oracle:tau=0.001,0.003,0.01 --sweep segment_oracle:tau=0.001,0.003,0.01 \
       "${BENCH[@]}" 2>&1 | tail -80 ;;
   variants)  # S2O's planner choices, same run: the covariance term and its rank, shared lists, no patience
-    stop python3 -m s2o_eval bench --workload "$CAPTURE" --ctx ${CTX:-128k,32k} --allow-beyond-window --name "${NAME:-s2o-variants-h200}" \
+    stop python3 -m s2o_eval bench --workload "$CAPTURE" --ctx ${CTX:-128k,32k} --allow-beyond-window --name "${NAME:-s2o-variants-$CARD}" \
       --methods fa3,s2o,s2o/gauss,s2o/gauss4,s2o/v1,s2o/p1 \
       --sweep s2o:tau=0.001,0.003,0.01 \
       --method-args s2o/gauss:score=gauss,rank=8 --sweep s2o/gauss:tau=0.001,0.003,0.01 \
@@ -48,7 +53,7 @@ case "${1:?step: tests, speed, capture, s2o, variants, peers or random}" in
       --method-args s2o/p1:patience=1 --sweep s2o/p1:tau=0.0003,0.001,0.003 \
       "${BENCH[@]}" 2>&1 | tail -80 ;;
   peers)
-    stop python3 -m s2o_eval bench --workload "$CAPTURE" --ctx ${CTX:-32k,128k} --allow-beyond-window --name "${NAME:-peers-h200}" \
+    stop python3 -m s2o_eval bench --workload "$CAPTURE" --ctx ${CTX:-32k,128k} --allow-beyond-window --name "${NAME:-peers-$CARD}" \
       --methods fa2,cudnn,fa3,s2o,flexprefill,xattention,pbs,minference,flashprefill,skip_softmax,block_oracle \
       --sweep s2o:tau=0.0003,0.001,0.003,0.01 --sweep flexprefill:gamma=0.8,0.9,0.95,0.99 \
       --sweep flashprefill:alpha=0.05,0.12,0.2,0.3 --sweep skip_softmax:threshold=5,7,9,12 \
@@ -56,6 +61,6 @@ case "${1:?step: tests, speed, capture, s2o, variants, peers or random}" in
       --sweep minference:budget_scale=0.25,0.5,1,2 --sweep block_oracle:threshold=0.8,0.9,0.95,0.99 \
       "${BENCH[@]}" 2>&1 | tail -80 ;;
   random)
-    stop python3 -m s2o_eval bench --workload llama8b-random --ctx 32k,128k --name "${NAME:-random-h200}" \
-      --methods fa2,cudnn,fa3,s2o,pbs "${BENCH[@]}" 2>&1 | tail -60 ;;
+    stop python3 -m s2o_eval bench --workload llama8b-random --ctx 32k,128k --name "${NAME:-random-$CARD}" \
+      --methods fa2,cudnn,fa3,s2o,s2o/walk,pbs --method-args s2o/walk:dense_above=0 "${BENCH[@]}" 2>&1 | tail -60 ;;
 esac

@@ -33,7 +33,9 @@ def test_far_chunks_are_skipped_and_left_out_of_the_output():
     # 4 segments of 32 keys, chunks of 16 keys, one tile of 32 per segment; keys 64..79 are far below
     # every other key: the one tile that walks them (they are in the prefix of segment 3) skips them.
     n_ctx, block = 128, 16
-    q, k, v = far_chunks(1, 2, 1, n_ctx, 64, far=[4], block=block, dtype=torch.float32)
+    # fp32 where the PyTorch twin runs (exact); the Triton executor takes fp16 / bf16 only
+    dtype, tol = (torch.float32, 1e-5) if DEVICE == "cpu" else (torch.float16, 2e-3)
+    q, k, v = far_chunks(1, 2, 1, n_ctx, 64, far=[4], block=block, dtype=dtype)
     plan = dense_plan(q, k, 32, 0, 32, per_head=True, in_order=True)
     out, stats = execute_plan(q, k, v, plan, tau=0.0, block_m=32, block_n=block, skip_gap=5.0)
     # By hand: the keys 64..79 are seen by segment 3 (queries 96..127) only, as its list's 5th chunk.
@@ -44,7 +46,7 @@ def test_far_chunks_are_skipped_and_left_out_of_the_output():
     mask[96:, 64:80] = False
     scores = (q.float() @ k.float().transpose(-1, -2)).squeeze(0) * 64 ** -0.5  # (2, N, N), kv head shared
     expected = torch.softmax(scores.masked_fill(~mask, float("-inf")), -1) @ v.float()[0]
-    torch.testing.assert_close(out[0].float(), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[0].float(), expected, atol=tol, rtol=tol)
     # QK pairs: everything; P.V pairs: less the 2 heads x 32 queries x 16 skipped keys.
     causal = n_ctx * (n_ctx + 1) // 2
     assert stats.density == pytest.approx(1.0)

@@ -37,7 +37,8 @@ def test_tau_zero_is_dense_attention(name, args, n, hq, hkv, d):
     assert stats.density == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("name,args", [("s2o", {"segment": "64", "sinks": "4", "block_n": "16"}),
+# (dense_above=0 in the stop-rule tests: they test the walk, so no head is routed to the dense kernel)
+@pytest.mark.parametrize("name,args", [("s2o", {"segment": "64", "sinks": "4", "block_n": "16", "dense_above": "0"}),
                                        ("token_oracle", {"block_m": "32", "sinks": "4", "block_n": "16"})])
 def test_stopping_trades_density_for_bounded_error(name, args):
     q, k, v = _inputs(256, 4, 1, 64, seed=3, peaky=True)
@@ -63,14 +64,15 @@ def test_tail_rule_keeps_diffuse_attention_accurate_where_chunk_rule_fails():
     error, density = {}, {}
     for rule in ("chunk", "tail"):
         stats = AttentionStats()
-        method = create("s2o", {"segment": "256", "sinks": "4", "block_n": "16", "tau": "0.01", "stop_rule": rule})
+        method = create("s2o", {"segment": "256", "sinks": "4", "block_n": "16", "tau": "0.01", "stop_rule": rule,
+                                "dense_above": "0"})
         out = method.prefill(q, k, v, scale=64 ** -0.5, stats=stats)
         error[rule], density[rule] = float((out - ref).norm() / ref.norm()), stats.density
     assert error["chunk"] > 0.05 and density["chunk"] < 0.95, (error, density)
     assert error["tail"] < 0.05 and density["tail"] > density["chunk"], (error, density)
 
 
-@pytest.mark.parametrize("name,args", [("s2o", {"segment": "64", "sinks": "4", "block_n": "16"}),
+@pytest.mark.parametrize("name,args", [("s2o", {"segment": "64", "sinks": "4", "block_n": "16", "dense_above": "0"}),
                                        ("token_oracle", {"block_m": "32", "sinks": "4", "block_n": "16"})])
 def test_tail_rule_still_stops_early_on_concentrated_attention(name, args):
     q, k, v = _inputs(256, 4, 1, 64, seed=3, peaky=True)

@@ -16,6 +16,7 @@ _EXPORTS = {
     "s2o_plan_any": "attention",
     "ExecConfig": "launch",
     "ExecStats": "launch",
+    "forecast_density": "forecast",
     "Plan": "plan",
     "dense_plan": "plan",
     "s2o_plan": "planner",

@@ -5,6 +5,7 @@ Plain PyTorch, no Triton: the PyTorch path on machines without a GPU reports the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -121,3 +122,17 @@ def stats_from_chunks(chunks: Tensor, plan: Plan, n_ctx: int, group: int, *, blo
     """ExecStats for chunk counts decided elsewhere (the PyTorch path on machines without a GPU)."""
     return exec_stats(chunks, plan, n_ctx, group, ExecConfig(block_m=block_m, block_n=block_n),
                       skipped_keys=skipped_keys)
+
+
+def with_dense_heads(stats: ExecStats, dense: Tensor) -> ExecStats:
+    """``stats`` after the query heads marked in ``dense`` (bool (Hq,)) were recomputed by a dense kernel:
+    every causal pair of those heads counts as computed, QK and P.V alike."""
+    full = torch.full_like(stats.computed_pairs, stats.causal_pairs)
+    computed = torch.where(dense.to(full.device), full, stats.computed_pairs)
+    pv = torch.where(dense.to(full.device), full, stats.pv_pairs)
+    batch, q_heads = computed.shape
+    total = batch * q_heads * stats.causal_pairs
+    return dataclasses.replace(stats, computed_pairs=computed, pv_pairs=pv,
+                               density=float(computed.double().sum()) / total,
+                               density_per_head=computed.double().sum(0) / (batch * stats.causal_pairs),
+                               pv_density=float(pv.double().sum()) / total)

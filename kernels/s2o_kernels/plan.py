@@ -39,6 +39,8 @@ class Plan:
     list_len: Tensor
     query_order: Tensor | None = None
     in_order: bool = False
+    score_histogram: Tensor | None = None
+    bucket_width: float = 0.0
 
     @property
     def heads(self) -> int:
@@ -79,6 +81,11 @@ class Plan:
             _check_tensor("query_order", self.query_order, torch.int32, 3, q.device)
             if tuple(self.query_order.shape) != (batch, h_plan, n_ctx):
                 raise ValueError(f"plan.query_order must have shape {(batch, h_plan, n_ctx)}; got {tuple(self.query_order.shape)}")
+        if self.score_histogram is not None:
+            _check_tensor("score_histogram", self.score_histogram, torch.int32, 4, q.device)
+            if tuple(self.score_histogram.shape[:3]) != (batch, h_plan, n_seg) or not self.bucket_width > 0:
+                raise ValueError(f"plan.score_histogram must have shape {(batch, h_plan, n_seg)} + (n_buckets,) and "
+                                 f"bucket_width > 0; got {tuple(self.score_histogram.shape)}, {self.bucket_width}")
         if thorough:
             self._check_contents(n_ctx)
 
@@ -139,8 +146,8 @@ def plan_layout(n_ctx: int, segment: int, sinks: int) -> tuple[Tensor, Tensor]:
     return lengths, torch.cumsum(lengths, 0) - lengths
 
 
-def segment_plan(q: Tensor, segment: int, sinks: int, key_index: Tensor,
-                 query_order: Tensor | None = None) -> Plan:
+def segment_plan(q: Tensor, segment: int, sinks: int, key_index: Tensor, query_order: Tensor | None = None,
+                 score_histogram: Tensor | None = None, bucket_width: float = 0.0) -> Plan:
     """The Plan of ``key_index`` ``(batch, H_plan, total)``, laid out by ``plan_layout``: every list of
     a plan head holds its segment's whole prefix, in the planner's order."""
     lengths, starts = plan_layout(q.shape[2], segment, sinks)
@@ -152,6 +159,8 @@ def segment_plan(q: Tensor, segment: int, sinks: int, key_index: Tensor,
         list_start=starts.to(q.device).expand(batch, h_plan, -1).contiguous(),
         list_len=lengths.to(torch.int32).to(q.device).expand(batch, h_plan, -1).contiguous(),
         query_order=query_order,
+        score_histogram=score_histogram,
+        bucket_width=bucket_width,
     )
 
 

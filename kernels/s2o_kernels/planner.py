@@ -206,17 +206,19 @@ def s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sinks: int
     if total >= 2**31:
         raise ValueError(f"the plan would list {total} keys per head, over int32 offsets: use a longer segment")
     key_index = torch.empty(batch, h_plan, total, dtype=torch.int32, device=q.device)
+    histogram = torch.zeros(batch, h_plan, n_seg, n_buckets, dtype=torch.int32, device=q.device)
     if total > 0:
         heads_per_kv = h_plan // kv_heads
-        _rank_prefixes(k, projections.vectors.to(k.dtype), projections.offsets, key_index, starts.to(q.device),
-                       segment, sinks, heads_per_kv, n_buckets, span)
+        histogram = _rank_prefixes(k, projections.vectors.to(k.dtype), projections.offsets, key_index,
+                                   starts.to(q.device), segment, sinks, heads_per_kv, n_buckets, span)
     order = query_order_by_guide(q, projections.vectors[:, :, :, 0, :], segment) if query_permute else None
-    return segment_plan(q, segment, sinks, key_index, order)
+    return segment_plan(q, segment, sinks, key_index, order, score_histogram=histogram, bucket_width=span / n_buckets)
 
 
 def _rank_prefixes(k: Tensor, projections: Tensor, offsets: Tensor, key_index: Tensor, starts: Tensor, segment: int,
-                   sinks: int, heads_per_kv: int, n_buckets: int, span: float) -> None:
-    """Fills ``key_index`` (B, Hp, L): scores, bucket counts per range, slot bases (torch), scatter."""
+                   sinks: int, heads_per_kv: int, n_buckets: int, span: float) -> Tensor:
+    """Fills ``key_index`` (B, Hp, L): scores, bucket counts per range, slot bases (torch), scatter.
+    Returns the keys per bucket of each list, int32 (B, Hp, n_seg, n_buckets)."""
     batch, h_plan, n_seg, n_proj, dim = projections.shape
     n_ctx = k.shape[2]
     shape = _launch_shape(n_seg, dim)
@@ -255,3 +257,4 @@ def _rank_prefixes(k: Tensor, projections: Tensor, offsets: Tensor, key_index: T
     slot_base = (starts.to(torch.int32)[:, None, None] + higher_buckets[:, :, :, None, :] + earlier_ranges
                  - higher_in_range)
     launch(1, slot_base.contiguous())
+    return per_bucket

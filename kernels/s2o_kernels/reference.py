@@ -336,6 +336,7 @@ def torch_s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sink
     heads_per_kv = h_plan // kv_heads
     lengths, _ = plan_layout(n_ctx, segment, sinks)
     key_index = torch.empty(batch, h_plan, int(lengths.sum()), dtype=torch.int32, device=q.device)
+    histogram = torch.zeros(batch, h_plan, len(lengths), max(n_buckets, 1), dtype=torch.int32, device=q.device)
     for b in range(batch):
         for h in range(h_plan):
             keys = k[b, h // heads_per_kv].float()
@@ -345,13 +346,17 @@ def torch_s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sink
                     continue
                 scores = ranking_scores(keys[sinks:sinks + n], rounded[b, h, s], projections.offsets[b, h, s])
                 if n_buckets:
-                    order = torch.sort(bucket_of(scores, scores.max(), n_buckets, span), stable=True).indices
+                    buckets = bucket_of(scores, scores.max(), n_buckets, span)
+                    histogram[b, h, s] = torch.bincount(buckets, minlength=n_buckets).to(torch.int32)
+                    order = torch.sort(buckets, stable=True).indices
                 else:
                     order = torch.sort(scores, descending=True, stable=True).indices
                 key_index[b, h, offset:offset + n] = (order + sinks).to(torch.int32)
                 offset += n
     order = query_order_by_guide(q, projections.vectors[:, :, :, 0, :], segment) if query_permute else None
-    return segment_plan(q, segment, sinks, key_index, order)
+    if not n_buckets:  # an exact sort counts no buckets
+        return segment_plan(q, segment, sinks, key_index, order)
+    return segment_plan(q, segment, sinks, key_index, order, score_histogram=histogram, bucket_width=span / n_buckets)
 
 
 def torch_decide_skips(q: Tensor, k: Tensor, plan: Plan, skip_gap: float, *, scale: float | None = None,

@@ -126,7 +126,7 @@ def _points(request: BenchRequest) -> list[_Point]:
                             "add it to --methods")
     if len(set(request.methods)) < len(request.methods):
         raise UserError(f"--methods {','.join(request.methods)} names a method twice: give each configuration "
-                        "its own variant name, e.g. --methods s2o,s2o/head --method-args s2o/head:guide=head_mean")
+                        "its own variant name, e.g. --methods s2o,s2o/gauss --method-args s2o/gauss:score=gauss")
     points = []
     for label in request.methods:
         name = registry_name(label)

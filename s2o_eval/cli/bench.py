@@ -26,8 +26,8 @@ COMMAND_KWARGS = {
               "--methods fa2,cudnn,fa3,s2o,token_oracle --sweep s2o:tau=0.01,0.003,0.001 "
               "--sweep token_oracle:tau=0.01,0.003,0.001 --name gemma-h100\n\n"
               "  s2o-eval bench --workload captures/gemma-3-270m-128k.pt --ctx 128k --allow-beyond-window "
-              "--methods fa3,s2o,s2o/head --method-args s2o/head:guide=head_mean --sweep s2o:tau=0.003,0.001 "
-              "--sweep s2o/head:tau=0.003,0.001\n\n"
+              "--methods fa3,s2o,s2o/gauss --method-args s2o/gauss:score=gauss,rank=8 --sweep s2o:tau=0.003,0.001 "
+              "--sweep s2o/gauss:tau=0.003,0.001\n\n"
               "  s2o-eval bench --render reports/bench/gemma-h100.json --out /tmp/report",
 }
 

@@ -116,6 +116,14 @@ def fa3_attention(q, k, v, scale: float) -> torch.Tensor:
     return out.transpose(1, 2)
 
 
+def fastest_causal(q, k, v, scale: float) -> torch.Tensor:
+    """Dense causal attention by the fastest kernel this machine has: FlashAttention-3 on Hopper, else
+    whatever torch SDPA picks (the CPU included)."""
+    if q.is_cuda and fa3_unavailable_reason() is None:
+        return fa3_attention(q, k, v, scale)
+    return _sdpa(q, k, v, scale)
+
+
 @dataclass
 class FA3(AttentionMethod):
     """FlashAttention-3 forward (Hopper) from the ``fa3-fwd`` wheel."""

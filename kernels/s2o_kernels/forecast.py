@@ -1,0 +1,59 @@
+"""How much of its lists a walk will visit, forecast from the planner's score histogram (no Triton).
+
+The planner already counts, per list, the keys in each score bucket (``Plan.score_histogram``). Read
+as estimated logits, those counts say when the stop rule would fire if the estimate were the truth:
+a chunk of ``block_n`` keys of per-key mass m, after a running mass M, is dull once
+``block_n * m < tau * M``. In bucket j (keys ``(j + 1/2) * width`` nats below the top, mass
+``exp(-(j + 1/2) * width)``; the last bucket, ``span`` or more below, counts as no mass) the first dull
+chunk starts ``block_n / tau - block_n - C_j / m_j`` keys in, C_j the mass of the buckets before it.
+
+The forecast leaves out pass 1's mass and the estimate's own errors, so on real attention it
+undershoots the walk (reports/bench/NOTES.md measures by how much); it is a ranking of heads by how
+diffuse they look, not a density. Where every estimated logit is alike (random inputs, diffuse heads),
+no chunk is ever dull and the forecast is the whole list.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def forecast_walk(histogram: Tensor, width: float, *, tau: float, block_n: int, patience: int) -> Tensor:
+    """Keys each list's walk is forecast to visit: float64 (batch, H_plan, n_seg).
+
+    histogram: int (batch, H_plan, n_seg, n_buckets), keys per score bucket, bucket 0 at the top;
+    width: nats per bucket; tau, block_n, patience: the stop rule's (rules.py).
+    """
+    counts = histogram.double()
+    n_buckets = counts.shape[-1]
+    mass = torch.exp(-(torch.arange(n_buckets, dtype=torch.float64, device=counts.device) + 0.5) * width)
+    mass[-1] = 0.0
+    bucket_mass = counts * mass
+    before_mass = torch.cumsum(bucket_mass, -1) - bucket_mass
+    before_keys = torch.cumsum(counts, -1) - counts
+    if tau <= 0:
+        return counts.sum(-1)
+    first_dull = torch.where(mass > 0, block_n / tau - block_n - before_mass / mass.clamp(min=1e-300),
+                             torch.where(before_mass > 0, 0.0, float("inf"))).clamp(min=0.0)
+    dull_here = (first_dull < counts) & (counts > 0)
+    length = counts.sum(-1)
+    bucket = dull_here.double().argmax(-1, keepdim=True)  # the first bucket where a chunk is dull
+    stop = (before_keys.gather(-1, bucket) + first_dull.gather(-1, bucket)).squeeze(-1) + patience * block_n
+    return torch.where(dull_here.any(-1), torch.minimum(stop, length), length)
+
+
+def forecast_density(histogram: Tensor, width: float, n_ctx: int, segment: int, *, tau: float, block_n: int,
+                     patience: int) -> Tensor:
+    """Forecast density (QK pairs / causal pairs) per plan head: float64 (batch, H_plan).
+
+    Pass 1 (sinks and each segment's own diagonal) is always computed; of each segment's list, the
+    forecast walk (``forecast_walk``) is, by every row of the segment.
+    """
+    walked = forecast_walk(histogram, width, tau=tau, block_n=block_n, patience=patience)
+    length = histogram.double().sum(-1)
+    n_seg = histogram.shape[2]
+    rows = torch.full((n_seg,), float(segment), dtype=torch.float64, device=histogram.device)
+    rows[-1] = n_ctx - (n_seg - 1) * segment
+    causal = n_ctx * (n_ctx + 1) / 2
+    return 1.0 - ((length - walked) * rows).sum(-1) / causal
