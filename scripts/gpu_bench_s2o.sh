@@ -18,7 +18,7 @@ set -u
 mkdir -p "$OUT" captures
 CAPTURE=captures/gemma-128k.pt
 # reports are named after the card that made them (h100 / h200)
-CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | grep -o 'H[0-9]*' | tr H h)
+CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | grep -o 'H[0-9][0-9]*' | head -1 | tr H h)
 CARD=${CARD:-gpu}
 BENCH=(--reps "${REPS:-3}" --warmup 1 --out-dir "$OUT" -q)
 # (timeout runs programs, not the s2o-eval shell function: hence python3 -m s2o_eval)

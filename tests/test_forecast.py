@@ -1,6 +1,9 @@
 """The walk forecast (s2o_kernels/forecast.py) and S2O's routing of diffuse heads to the dense kernel."""
 
+import importlib.util
 import math
+import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -141,3 +144,26 @@ def test_all_heads_diffuse_runs_the_dense_kernel_alone():
     out = method.prefill(q, k, v, scale=0.125, stats=stats)
     torch.testing.assert_close(out, exact_reference(q, k, v, scale=0.125), atol=1e-5, rtol=1e-5)
     assert stats.density == 1.0 and stats.per_head == [1.0] * 4
+
+
+def _forecast_check_tool():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "forecast_check.py"
+    spec = importlib.util.spec_from_file_location("forecast_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_forecast_check_sets_each_heads_forecast_beside_its_walk():
+    tool = _forecast_check_tool()
+    assert tool.spearman([0.1, 0.2, 0.3], [1.0, 2.0, 3.0]) == pytest.approx(1.0)
+    assert tool.spearman([0.1, 0.2, 0.3], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    q, k, v = _one_sharp_one_diffuse(512)
+    workload = types.SimpleNamespace(q=q, k=k, v=v, scale=64 ** -0.5)
+    row = tool.check(workload, 0.01, {"segment": "128", "sinks": "4", "block_n": "16"})
+    assert len(row["forecast"]) == len(row["actual"]) == 2
+    assert row["actual"][1] > 0.9 and row["forecast"][1] > 0.9  # the flat head: forecast and walked whole
+    assert row["actual"][0] < row["actual"][1]
+    text = tool.markdown({"workload": "two heads", "ctx": 512, "device": "cpu", "torch": "x", "date": "d",
+                          "rows": [row]})
+    assert "| 0.01 |" in text and text.count("/") >= 2

@@ -31,7 +31,7 @@ DEFAULT_SEGMENT = 1024  # queries per segment: the keys before a segment are ran
 DEFAULT_SINKS = 64  # first keys, always computed exactly (attention sinks)
 DEFAULT_ROWS = 128  # rows of an executor tile (query positions x the heads packed into it)
 # Keys per chunk, the stopping rule's granularity, by head dim: 64 everywhere, so tau means the same at
-# every head dim (at D=128, 64-key chunks walked 1.4x faster than 32: reports/bench/kernel-speed-llama-h100.json).
+# every head dim (the speed of 32 against 64 at D=128 is measured by `SHAPE=llama scripts/gpu_bench_s2o.sh speed`).
 DEFAULT_BLOCK_N = {64: 64, 128: 64, 256: 64}
 
 # Environment variables that pin a launch configuration (tuning on a GPU).

@@ -15,9 +15,9 @@ from .dense import fastest_causal
 
 # Forecast density (s2o_kernels/forecast.py) from which a head runs on the dense kernel instead. A
 # head the walk visits almost whole costs ~2x more through the gathering executor (efficiency ~0.5 of
-# FA3) than dense. The forecast undershoots real walks, yet routing at 0.3 cost time on the gemma
-# capture at 32K (the extra launch and copies); 0.75 takes only heads whose estimate is nearly flat
-# (random inputs: all of them). reports/bench/NOTES.md has the numbers.
+# FA3) than dense. The forecast undershoots real walks (reports/bench/NOTES.md): at 0.75 it flags only
+# heads whose estimate is nearly flat (random inputs: all of them), which the walk visits whole, and
+# misses some others.
 DEFAULT_DENSE_ABOVE = 0.75
 
 
