@@ -27,18 +27,18 @@ def forecast_walk(histogram: Tensor, width: float, *, tau: float, block_n: int, 
     width: nats per bucket; tau, block_n, patience: the stop rule's (rules.py).
     """
     counts = histogram.double()
+    length = counts.sum(-1)
+    if tau <= 0:  # nothing is ever dull
+        return length
     n_buckets = counts.shape[-1]
     mass = torch.exp(-(torch.arange(n_buckets, dtype=torch.float64, device=counts.device) + 0.5) * width)
     mass[-1] = 0.0
     bucket_mass = counts * mass
     before_mass = torch.cumsum(bucket_mass, -1) - bucket_mass
     before_keys = torch.cumsum(counts, -1) - counts
-    if tau <= 0:
-        return counts.sum(-1)
     first_dull = torch.where(mass > 0, block_n / tau - block_n - before_mass / mass.clamp(min=1e-300),
                              torch.where(before_mass > 0, 0.0, float("inf"))).clamp(min=0.0)
     dull_here = (first_dull < counts) & (counts > 0)
-    length = counts.sum(-1)
     bucket = dull_here.double().argmax(-1, keepdim=True)  # the first bucket where a chunk is dull
     stop = (before_keys.gather(-1, bucket) + first_dull.gather(-1, bucket)).squeeze(-1) + patience * block_n
     return torch.where(dull_here.any(-1), torch.minimum(stop, length), length)
