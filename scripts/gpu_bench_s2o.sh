@@ -10,9 +10,10 @@
 #   bash scripts/gpu_bench_s2o.sh variants  # S2O's planner choices (score, rank, patience) in one run
 #   bash scripts/gpu_bench_s2o.sh peers     # every peer's main knob swept beside S2O, same inputs
 #   bash scripts/gpu_bench_s2o.sh random    # Llama-3.1-8B-shaped random inputs (overhead only)
+#   bash scripts/gpu_bench_s2o.sh targets   # the S2O issue's done-when table: S2O, its variants, the peers at 3% / 8%
 #
 # The capture stays on the machine (captures/, ~2.3 GB at 128K); reports go to $OUT. CTX, NAME, REPS,
-# LIMIT_S, TAUS, MARK, SHAPE and SPEED_CONFIGS override the defaults below.
+# LIMIT_S, TAUS, MARK, SHAPE, DENSITIES, PATIENCE, SCORES and SPEED_CONFIGS override the defaults below.
 set -u
 . scripts/gpu_setup.sh
 mkdir -p "$OUT" captures
@@ -31,8 +32,8 @@ case "${1:?step: tests, speed, capture, s2o, variants, peers or random}" in
     python3 -m pytest -q -rfE ${MARK:+-m "$MARK"} tests/test_executor.py tests/test_planner.py tests/test_sparse_methods.py \
       tests/test_peers_block.py tests/test_peers_flashprefill.py tests/test_skip_softmax.py tests/test_forecast.py 2>&1 | tail -40 | tee "$OUT/gpu-tests-$CARD.txt" ;;
   speed)
-    stop python3 scripts/kernel_speed.py --ctx "${CTX:-32768,131072}" --shape "${SHAPE:-gemma}" --densities "${DENSITIES-1,0.2}" --stop-path --patience 1,4 \
-      --configs "$SPEED_CONFIGS" --scores gauss:8,gauss:4,head_mean:1 --out "$OUT/${NAME:-kernel-speed-${SHAPE:-gemma}-$CARD}.json" 2>&1 | tail -40 ;;
+    stop python3 scripts/kernel_speed.py --ctx "${CTX:-32768,131072}" --shape "${SHAPE:-gemma}" --densities "${DENSITIES-1,0.2}" --stop-path --patience "${PATIENCE:-1,4}" \
+      --configs "$SPEED_CONFIGS" --scores "${SCORES-gauss:8,gauss:4,diag:1,head_mean:1}" --out "$OUT/${NAME:-kernel-speed-${SHAPE:-gemma}-$CARD}.json" 2>&1 | tail -40 ;;
   capture)
     [ -f "$CAPTURE" ] || stop python3 -m s2o_eval capture --ctx 128k --allow-beyond-window --out "$CAPTURE" 2>&1 | tail -5 ;;
   s2o)  # S2O swept beside PBS (the strongest peer), the per-tile and per-segment oracles, FA2/cuDNN/FA3
@@ -60,6 +61,18 @@ case "${1:?step: tests, speed, capture, s2o, variants, peers or random}" in
       --sweep xattention:threshold=0.8,0.9,0.95,0.99 --sweep pbs:threshold=0.8,0.9,0.95,0.99 \
       --sweep minference:budget_scale=0.25,0.5,1,2 --sweep block_oracle:threshold=0.8,0.9,0.95,0.99 \
       "${BENCH[@]}" 2>&1 | tail -80 ;;
+  targets)  # one run per length (CTX=128k, then CTX=32k): S2O's tau sweep and its variants (the diagonal
+    # score, segments of 512, patience 8), the walk at tau 0 (executor efficiency), the peers the targets
+    # name, the segment oracle
+    stop python3 -m s2o_eval bench --workload "$CAPTURE" --ctx ${CTX:-128k} --allow-beyond-window --name "${NAME:-targets-${CTX:-128k}-$CARD}" \
+      --methods fa2,cudnn,fa3,s2o,s2o/diag,s2o/walk,s2o/s512,s2o/p8,pbs,skip_softmax,flashprefill,segment_oracle \
+      --sweep s2o:tau=${TAUS:-0.0001,0.0003,0.001,0.003,0.01} --method-args s2o/walk:dense_above=0,tau=0 \
+      --method-args s2o/diag:score=diag --sweep s2o/diag:tau=${TAUS:-0.0001,0.0003,0.001,0.003,0.01} \
+      --method-args s2o/s512:segment=512 --sweep s2o/s512:tau=0.0003,0.001,0.003 \
+      --method-args s2o/p8:patience=8 --sweep s2o/p8:tau=0.0003,0.001,0.003 \
+      --sweep pbs:threshold=0.9,0.95,0.99,0.995 --sweep skip_softmax:threshold=3,5 \
+      --sweep flashprefill:alpha=0.02,0.05 --sweep segment_oracle:tau=0.001,0.003,0.01 \
+      "${BENCH[@]}" 2>&1 | tail -60 ;;
   random)
     stop python3 -m s2o_eval bench --workload llama8b-random --ctx 32k,128k --name "${NAME:-random-$CARD}" \
       --methods fa2,cudnn,fa3,s2o,s2o/walk,pbs --method-args s2o/walk:dense_above=0 "${BENCH[@]}" 2>&1 | tail -60 ;;

@@ -57,13 +57,35 @@ def top_device_ops(fn, count: int = 8) -> list[tuple[str, float]]:
     return [(row.key[:60], round(row.device_time_total / 1e3, 3)) for row in rows]
 
 
+def compiled_resources(before: set) -> dict:
+    """Registers, spills and shared memory of the executor kernels compiled since ``before`` (cache keys):
+    the compiler's own report, read off Triton's kernel cache (pinned launches only)."""
+    from s2o_kernels import executor
+
+    found = {}
+    for cache in executor._sparse_attention_fwd.device_caches.values():
+        for key, kernel in cache[0].items():
+            if key in before:
+                continue
+            kernel._init_handles()
+            found = {"n_regs": kernel.n_regs, "n_spills": kernel.n_spills,
+                     "shared_bytes": kernel.metadata.shared}
+    return found
+
+
+def cache_keys() -> set:
+    from s2o_kernels import executor
+
+    return {key for cache in executor._sparse_attention_fwd.device_caches.values() for key in cache[0]}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ctx", default="32768,131072")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="gemma")
     parser.add_argument("--densities", default="1,0.25")
     parser.add_argument("--configs", default="block_m=128,block_n=64,num_warps=8,num_stages=2",
-                        help="ExecConfig strings separated by ';'")
+                        help="ExecConfig strings separated by ';' ('auto': the executor's default choice)")
     parser.add_argument("--stop-path", action="store_true", help="also time the early-stopping walk")
     parser.add_argument("--patience", default="4", help="patience values of the early-stopping walk")
     parser.add_argument("--scores", default="gauss:8,head_mean:1", help="planner scores to time, score:rank")
@@ -110,7 +132,7 @@ def main(argv=None) -> int:
         for density in (float(x) for x in filter(None, args.densities.split(","))):
             plan = random_lists(q, k, args.segment, args.sinks, density)
             for text in filter(None, args.configs.split(";")):
-                config = ExecConfig.parse(text)
+                config = None if text == "auto" else ExecConfig.parse(text)  # auto: the executor's own choice
                 walks = [(0.0, 1)] + ([(1e-30, int(p)) for p in args.patience.split(",")] if args.stop_path else [])
                 for tau, patience in walks:
                     try:
@@ -118,7 +140,9 @@ def main(argv=None) -> int:
                             return sparse_attention(q, k, v, plan, tau=tau, config=config, patience=patience,
                                                     return_stats=True)
 
+                        before = cache_keys() if device == "cuda" else set()
                         _, stats = call()
+                        resources = compiled_resources(before) if device == "cuda" and config is not None else {}
                         ms = median_ms(call, device=device, reps=args.reps)
                     except Exception as err:  # a config that does not fit (shared memory, registers)
                         emit({"what": "exec", "ctx": n_ctx, "config": text, "density_asked": density,
@@ -128,7 +152,7 @@ def main(argv=None) -> int:
                           "patience": patience,
                           "density": stats.density, "exec_ms": ms,
                           "efficiency_vs_fa3": fa3 * stats.density / ms if fa3 else math.nan,
-                          "vs_fa3": fa3 / ms if fa3 else math.nan})
+                          "vs_fa3": fa3 / ms if fa3 else math.nan, "used": str(stats.config), **resources})
         del q, k, v
         if device == "cuda":
             torch.cuda.empty_cache()

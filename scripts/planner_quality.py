@@ -111,7 +111,8 @@ def capture_gemma(n_tokens: int, path: str) -> None:
 # Exact replay of the executor's stop rule
 # ----------------------------------------------------------------------------------------------
 
-def simulate(q, k, v, plan, *, rows: int, block_n: int, scale: float, taus, patience: int = 1) -> dict:
+def simulate(q, k, v, plan, *, rows: int, block_n: int, scale: float, taus, patience: int = 1,
+             tail: str = "none") -> dict:
     """Outputs and computed QK pairs of the early-stopping executor on ``plan``, for every tau at once.
 
     The stop: the list is walked in bursts of ``patience`` chunks, and a tile stops after the first
@@ -172,7 +173,24 @@ def simulate(q, k, v, plan, *, rows: int, block_n: int, scale: float, taus, pati
                         walked = torch.where(dull_burst.any(1), ((first + 1) * patience).clamp(max=n_chunks), walked)
                     keys_walked = (walked * block_n).clamp(max=n_list).repeat_interleave(block_m)[:n_rows]
                     taken = e2 * (torch.arange(n_list, device=dev) < keys_walked[:, None])
-                    out = (acc1 + taken @ vh[listed]) / (mass1 + taken.sum(-1))[..., None]
+                    num, den = acc1 + taken @ vh[listed], mass1 + taken.sum(-1)
+                    if tail != "none" and tau > 0:
+                        # The keys a tile left unwalked, stood in for by their mean key and mean value.
+                        ck = torch.cat([torch.zeros_like(kh[:1]), kh[listed].cumsum(0)])
+                        cv = torch.cat([torch.zeros_like(vh[:1]), vh[listed].cumsum(0)])
+                        w = keys_walked.long()
+                        n_rest = (n_list - w).to(q.dtype)
+                        k_rest = (ck[-1] - ck[w]) / n_rest.clamp(min=1)[:, None]
+                        v_rest = (cv[-1] - cv[w]) / n_rest.clamp(min=1)[:, None]
+                        if tail == "mean_key":
+                            mass = n_rest * torch.exp((qs * k_rest).sum(-1) * scale - row_max)
+                        elif tail == "true_mass":  # yardstick: the remainder's true mass, with its mean value
+                            mass = (e2 - taken).sum(-1)
+                        else:
+                            raise ValueError(tail)
+                        num = num + mass[..., None] * v_rest
+                        den = den + mass
+                    out = num / den[..., None]
                     outs[tau][b, heads[0]:heads[-1] + 1, pos] = out
                     pairs[tau] += pairs1 + int(keys_walked.sum()) * len(heads)
     return {t: (outs[t], pairs[t]) for t in taus}
@@ -239,6 +257,9 @@ def main(argv=None) -> None:
     parser.add_argument("--planners", default="s2o:score=gauss:rank=8,s2o:score=head_mean,s2o:score=mean,"
                                                  "segment_oracle,token_oracle")
     parser.add_argument("--patience", default="1,4", help="stop patience values (chunks per burst)")
+    parser.add_argument("--tail", default="none", choices=("none", "mean_key", "true_mass"),
+                        help="stand in for the keys a tile left unwalked: not at all, by their mean key and "
+                             "mean value, or (a yardstick) by their true mass and mean value")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default=None, help="write the raw results here")
     args = parser.parse_args(argv)
@@ -266,7 +287,7 @@ def main(argv=None) -> None:
                 for (q, k, v), ref in zip(layers, dense):
                     plan = build_plan(spec, q, k, segment=segment, rows=rows, group=group, sinks=args.sinks, scale=scale)
                     for tau, (out, pairs) in simulate(q, k, v, plan, rows=rows, block_n=args.block_n, scale=scale,
-                                                      taus=taus, patience=patience).items():
+                                                      taus=taus, patience=patience, tail=args.tail).items():
                         n = q.shape[2]
                         totals[tau][0] += pairs
                         totals[tau][1] += q.shape[0] * q.shape[1] * n * (n + 1) // 2

@@ -52,7 +52,11 @@ def list_scores(q, k, plan: Plan, score: str, rank: int, b: int, h: int, s: int,
     vectors, offsets = proj.vectors.to(k.dtype).double()[b, h, s], proj.offsets.double()[b, h, s]
     kv_head = h // (plan.heads // k.shape[1])
     dots = k[b, kv_head, keys].double() @ vectors.T
-    return dots[:, 0] + 0.5 * ((dots[:, 1:] - offsets[1:]) ** 2).sum(-1)
+    score = dots[:, 0] + 0.5 * ((dots[:, 1:] - offsets[1:]) ** 2).sum(-1)
+    if proj.squares is not None:
+        squared = (k[b, kv_head, keys].float() ** 2).to(k.dtype).double()
+        score = score + squared @ proj.squares.to(k.dtype).double()[b, h, s]
+    return score
 
 
 def check_lists_hold_every_prefix_key(plan: Plan, n_ctx: int):
@@ -79,7 +83,7 @@ def check_bucket_order(keys, score, n_buckets, span):
         assert bool((inside[1:] > inside[:-1]).all()), "keys of one bucket are not in position order"
 
 
-SCORE_CASES = [("mean", 1), ("head_mean", 1), ("gauss", 4)]
+SCORE_CASES = [("mean", 1), ("head_mean", 1), ("gauss", 4), ("diag", 1)]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -157,6 +161,26 @@ def test_gauss_score_is_mean_logit_plus_half_its_centred_variance():
             torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-4)
 
 
+def test_diag_score_is_mean_logit_plus_half_its_diagonal_variance():
+    # Up to a constant per segment, the score is the mean logit plus half of sum_d var_d (k_d - kbar_d)^2,
+    # var the per-dimension variance of the segment's scaled queries, kbar the mean of its prefix keys.
+    q, k = make_qk(3, 1, 4, 2, 96, 16)
+    q = q * torch.linspace(0.2, 2.0, 16, device=DEVICE)  # dimensions that spread differently
+    k = k + 2.0
+    proj = score_projections(q, k, 32, score="diag", scale=SCALE)
+    assert proj.vectors.shape == (1, 4, 3, 1, 16) and proj.squares.shape == (1, 4, 3, 16)
+    for h in range(4):
+        for s in (1, 2):
+            rows = q[0, h, s * 32:(s + 1) * 32].double() * SCALE
+            keys = k[0, h // 2].double()
+            kbar = keys[:s * 32].mean(0)
+            expected = keys @ rows.mean(0) + 0.5 * ((keys - kbar) ** 2) @ rows.var(0, unbiased=False)
+            got = ranking_scores(k[0, h // 2], proj.vectors[0, h, s], proj.offsets[0, h, s], proj.squares[0, h, s])
+            shift = (got.double() - expected).mean()
+            torch.testing.assert_close(got.double() - shift, expected, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(proj.guides[0, h, s].double(), rows.mean(0), atol=1e-5, rtol=1e-5)
+
+
 def test_covariance_factors_find_the_top_directions():
     gen = torch.Generator().manual_seed(4)
     basis, _ = torch.linalg.qr(torch.randn(32, 32, generator=gen))
@@ -174,7 +198,7 @@ def test_covariance_factors_find_the_top_directions():
         assert float((got - best).norm() / best.norm()) < 1e-3
 
 
-@pytest.mark.parametrize("score", ["mean", "gauss"])
+@pytest.mark.parametrize("score", ["mean", "gauss", "diag"])
 def test_query_order_permutes_within_segments(score):
     q, k = make_qk(4, 2, 4, 2, 100, 16)
     options = dict(segment=32, sinks=0, block_m=16, score=score, rank=2, query_permute=True, scale=SCALE)
@@ -187,7 +211,7 @@ def test_query_order_permutes_within_segments(score):
     assert torch.equal(order // 32, positions.expand_as(order) // 32)
     assert torch.equal(order.sort(-1).values, positions.expand_as(order))
     # Within a segment the queries come by descending alignment with that segment's mean query.
-    guides = score_projections(q, k, 32, score=score, rank=2, scale=SCALE).vectors[:, :, :, 0, :]
+    guides = score_projections(q, k, 32, score=score, rank=2, scale=SCALE).guides
     heads_per_plan = q.shape[1] // plan.heads
     align = torch.einsum("bhgnd,bhnd->bhn", q.view(2, plan.heads, heads_per_plan, 100, 16),
                          guides.repeat_interleave(32, 2)[:, :, :100])

@@ -26,6 +26,7 @@ def _inputs(n, hq, hkv, d, seed, peaky=False):
                                        ("s2o", {"segment": "32", "sinks": "0", "block_n": "16",
                                                 "query_permute": "true", "score": "mean"}),
                                        ("s2o", {"segment": "32", "score": "head_mean", "patience": "1"}),
+                                       ("s2o", {"segment": "32", "score": "diag", "query_permute": "true"}),
                                        ("token_oracle", {"block_m": "32", "sinks": "4"}),
                                        ("segment_oracle", {"segment": "64", "block_m": "32", "sinks": "4"})])
 @pytest.mark.parametrize("n,hq,hkv,d", [(150, 4, 1, 64), (97, 4, 4, 128), (130, 8, 1, 256)])

@@ -8,19 +8,17 @@ machines without a GPU). Callers never pick a backend.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from .guides import DEFAULT_BUCKETS, DEFAULT_RANK, DEFAULT_SCORE, DEFAULT_SPAN, plan_heads
 from .launch import ExecStats, stats_from_chunks
-from .plan import Plan
+from .plan import Plan, check_walk
 from .rules import (
     DEFAULT_PATIENCE,
     DEFAULT_SEGMENT,
     DEFAULT_SINKS,
     DEFAULT_STOP_RULE,
     DEFAULT_TAU,
-    check_skip_gap,
     default_block_n,
     tile_positions,
 )
@@ -37,6 +35,7 @@ def execute_plan(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float = 0.
     see ``rules.tile_positions``); block_n: keys per chunk (0: by head dim). scale: softmax scale
     (head_dim ** -0.5).
     """
+    check_walk(q, k, v, plan, tau=tau, stop_rule=stop_rule, patience=patience, skip_gap=skip_gap)
     block_m = tile_positions(q.shape[1], plan.heads, k.shape[1], plan.segment, block_m)
     if q.is_cuda:
         from .executor import sparse_attention
@@ -45,7 +44,6 @@ def execute_plan(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float = 0.
                                 stop_rule=stop_rule, patience=patience, skip_gap=skip_gap, return_stats=True)
     from .reference import torch_decide_chunks, torch_decide_skips, torch_sparse_attention
 
-    check_skip_gap(skip_gap, tau)
     block_n = block_n or default_block_n(q.shape[-1])
     chunks = torch_decide_chunks(q, k, plan, tau, scale=scale, block_m=block_m, block_n=block_n,
                                  stop_rule=stop_rule, patience=patience)

@@ -13,9 +13,9 @@ Layers: ``_softmax_update`` / ``_attend_key_range`` / ``_walk_list*`` carry the 
 state; ``_sparse_attention_fwd`` is the kernel; ``sparse_attention`` validates, builds the grid, passes
 strides and derives the statistics.
 
-Tuning knobs on the GPU: tile rows (BLOCK_M), chunk size (BLOCK_N), num_warps, num_stages and, with
-tau > 0, STOP_BURST (chunks per pipelined burst of the stopping walk) and PREFETCH_KV (register prefetch
-of the next chunk's K/V in the plain while loop, STOP_BURST = 1). By default they are autotuned (configs
+Tuning knobs on the GPU: tile rows (BLOCK_M), chunk size (BLOCK_N), num_warps, num_stages, a register
+cap (maxnreg), PREFETCH_INDEX (key positions read two chunks ahead) and, with tau > 0 at patience 1,
+STOP_BURST (chunks per pipelined burst of the stopping walk). By default they are autotuned (configs
 below, keyed on a power-of-two bucket of N, head dim and the plan's shape); ``config=ExecConfig(...)`` or
 the environment variable ``S2O_EXEC_CONFIG="block_m=32,block_n=32,num_warps=8,num_stages=2,stop_burst=4"``
 pins one (the CPU interpreter always runs one pinned config). Tile shapes change which keys the stopping
@@ -35,19 +35,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .launch import DEFAULT_STOP_BURST, ExecConfig, ExecStats, exec_stats
-from .plan import Plan
-from .rules import (
-    DEFAULT_ROWS,
-    DEFAULT_STOP_RULE,
-    EXEC_CONFIG_ENV,
-    HEAD_DIMS,
-    check_patience,
-    check_skip_gap,
-    check_stop_rule_name,
-    check_tau,
-    default_block_n,
-)
+from .launch import DEFAULT_BURSTS_PER_LOOP, DEFAULT_PREFETCH_INDEX, DEFAULT_STOP_BURST, ExecConfig, ExecStats, exec_stats
+from .plan import Plan, check_walk
+from .rules import DEFAULT_ROWS, DEFAULT_STOP_RULE, EXEC_CONFIG_ENV, check_tile_shape, default_block_n
 
 LOG2_E = 1.4426950408889634  # scores run in log2 units: exp2 instead of exp
 
@@ -101,32 +91,59 @@ def _attend_key_range(acc, l_i, m_i, q, q_pos, K_head, V_head, stride_kn, stride
 
 
 @triton.jit
-def _list_keys(LIST, slot, in_list, first_key, IN_ORDER: tl.constexpr):
-    """Key positions in the list slots ``slot``: read from the list, or, for a plan whose lists are in
-    position order (IN_ORDER), first_key + slot without a read. Slots past the end give key 0."""
+def _list_keys(LIST, chunk, n_keys, offs_n, first_key, BLOCK_N: tl.constexpr, IN_ORDER: tl.constexpr):
+    """Key positions of list chunk ``chunk``: read from the list, or, for a plan whose lists are in
+    position order (IN_ORDER), first_key + slot without a read. Slots past the list's end give key 0
+    (always in bounds: the gathers need no mask)."""
+    slot = chunk * BLOCK_N + offs_n
     if IN_ORDER:
-        return tl.where(in_list, first_key + slot, 0)
+        return tl.where(slot < n_keys, first_key + slot, 0)
     else:
-        return tl.load(LIST + slot, mask=in_list, other=0)
+        return tl.load(LIST + slot, mask=slot < n_keys, other=0)
+
+
+@triton.jit
+def _chunk_scores(q, K_head, stride_kn, idx, visible, qk_scale, offs_d):
+    """Scaled scores (log2 units) of the tile's rows against the keys at positions ``idx``; slots not
+    ``visible`` (past the list's end, or after the walk stopped) score -inf and so change nothing."""
+    k = tl.load(K_head + idx[:, None] * stride_kn + offs_d[None, :])
+    return tl.dot(q, tl.trans(k)) * qk_scale + tl.where(visible, 0.0, float("-inf"))[None, :]
+
+
+@triton.jit
+def _attend_chunk(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, idx, visible, qk_scale, offs_d):
+    """The walk's one step: gather a chunk's K/V rows through ``idx``, score them, fold them in.
+
+    Returns the new state, the chunk's own mass per row (``_softmax_update``) and its scores.
+    """
+    qk = _chunk_scores(q, K_head, stride_kn, idx, visible, qk_scale, offs_d)
+    v = tl.load(V_head + idx[:, None] * stride_vn + offs_d[None, :])
+    acc, l_i, m_i, l_chunk = _softmax_update(acc, l_i, m_i, qk, v)
+    return acc, l_i, m_i, l_chunk, qk
 
 
 @triton.jit
 def _walk_list(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, LIST, n_keys, qk_scale,
-               offs_n, offs_d, first_key, BLOCK_N: tl.constexpr, IN_ORDER: tl.constexpr):
+               offs_n, offs_d, first_key, BLOCK_N: tl.constexpr, IN_ORDER: tl.constexpr,
+               PREFETCH_INDEX: tl.constexpr):
     """Pass 2 without stopping (tau = 0): every chunk of the list, as a software-pipelined for loop.
 
-    Slots past the list's end gather key 0 (always in bounds) and get a score of -inf, so the K/V
-    loads need no mask; only a bias vector of BLOCK_N entries differs per chunk.
+    PREFETCH_INDEX reads each chunk's key positions two chunks ahead (carried in registers), so that
+    the pipeline can issue a chunk's gathers without first waiting on the read of its positions.
     """
     n_chunks = tl.cdiv(n_keys, BLOCK_N)
+    idx = _list_keys(LIST, 0, n_keys, offs_n, first_key, BLOCK_N, IN_ORDER)
+    idx1 = _list_keys(LIST, 1, n_keys, offs_n, first_key, BLOCK_N, IN_ORDER)
     for c in tl.range(0, n_chunks):
-        slot = c * BLOCK_N + offs_n
-        in_list = slot < n_keys
-        idx = _list_keys(LIST, slot, in_list, first_key, IN_ORDER)
-        k = tl.load(K_head + idx[:, None] * stride_kn + offs_d[None, :])
-        v = tl.load(V_head + idx[:, None] * stride_vn + offs_d[None, :])
-        qk = tl.dot(q, tl.trans(k)) * qk_scale + tl.where(in_list, 0.0, float("-inf"))[None, :]
-        acc, l_i, m_i, _ = _softmax_update(acc, l_i, m_i, qk, v)
+        if PREFETCH_INDEX:
+            idx2 = _list_keys(LIST, c + 2, n_keys, offs_n, first_key, BLOCK_N, IN_ORDER)
+        else:
+            idx = _list_keys(LIST, c, n_keys, offs_n, first_key, BLOCK_N, IN_ORDER)
+        acc, l_i, m_i, _, _ = _attend_chunk(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, idx,
+                                            c * BLOCK_N + offs_n < n_keys, qk_scale, offs_d)
+        if PREFETCH_INDEX:
+            idx = idx1
+            idx1 = idx2
     return acc, l_i, m_i, n_chunks
 
 
@@ -135,17 +152,15 @@ def _walk_list_skipping(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn, 
                         skip_gap, offs_n, offs_d, first_key, BLOCK_N: tl.constexpr, IN_ORDER: tl.constexpr):
     """Pass 2 of skip-softmax (BLASST): every chunk's QK is computed, but a chunk whose largest score
     sits more than ``skip_gap`` (log2 units) below the running maximum of every row skips its softmax
-    and P.V. Such a chunk cannot raise any row's maximum, so the running maxima are those of every key
-    seen, skipped or not. Returns the state, the chunks walked and the keys whose P.V was skipped.
+    and P.V (and the load of its V rows). Such a chunk cannot raise any row's maximum, so the running
+    maxima are those of every key seen, skipped or not. Returns the state, the chunks walked and the
+    keys whose P.V was skipped.
     """
     n_chunks = tl.cdiv(n_keys, BLOCK_N)
     skipped = n_chunks * 0
     for c in tl.range(0, n_chunks):
-        slot = c * BLOCK_N + offs_n
-        in_list = slot < n_keys
-        idx = _list_keys(LIST, slot, in_list, first_key, IN_ORDER)
-        k = tl.load(K_head + idx[:, None] * stride_kn + offs_d[None, :])
-        qk = tl.dot(q, tl.trans(k)) * qk_scale + tl.where(in_list, 0.0, float("-inf"))[None, :]
+        idx = _list_keys(LIST, c, n_keys, offs_n, first_key, BLOCK_N, IN_ORDER)
+        qk = _chunk_scores(q, K_head, stride_kn, idx, c * BLOCK_N + offs_n < n_keys, qk_scale, offs_d)
         gap = tl.max(tl.where(row_valid, tl.max(qk, 1) - m_i, float("-inf")), 0)
         if gap >= -skip_gap:
             v = tl.load(V_head + idx[:, None] * stride_vn + offs_d[None, :])
@@ -172,64 +187,17 @@ def _row_progress(l_chunk, l_i, m_i, qk, tau, keys_left, TAIL_STOP: tl.constexpr
 
 
 @triton.jit
-def _stop_progress(l_chunk, l_i, m_i, qk, row_valid, tau, keys_left, TAIL_STOP: tl.constexpr):
-    """The walk goes on while this scalar is >= 0: the largest ``_row_progress`` over valid rows."""
-    return tl.max(tl.where(row_valid, _row_progress(l_chunk, l_i, m_i, qk, tau, keys_left, TAIL_STOP), -1.0), 0)
-
-
-@triton.jit
-def _walk_list_until_stop(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn, stride_vn, LIST, n_keys,
-                          qk_scale, tau, offs_n, offs_d, BLOCK_N: tl.constexpr, PREFETCH_KV: tl.constexpr,
-                          TAIL_STOP: tl.constexpr):
-    """Pass 2 with S2O's stop (patience 1): after each chunk, go on only while some valid row got >= tau.
-
-    gain_i = l_chunk_i / l_i (both under the new maximum), so "max_i gain_i >= tau" is tested as
-    "max_i (l_chunk_i - tau * l_i) >= 0": no division, one scalar per program (``_stop_progress``;
-    TAIL_STOP swaps the gain for the tail bound). Triton pipelines only
-    for loops, so this while loop prefetches by hand: the next chunk's indices always, and with
-    PREFETCH_KV its K/V rows too (loads in flight while this chunk computes; costs registers).
-    Returns the state and the number of chunks walked.
-    """
-    n_chunks = tl.cdiv(n_keys, BLOCK_N)
-    walked = n_chunks * 0
-    idx = tl.load(LIST + offs_n, mask=offs_n < n_keys, other=0)
-    if PREFETCH_KV:
-        k = tl.load(K_head + idx[:, None] * stride_kn + offs_d[None, :])
-        v = tl.load(V_head + idx[:, None] * stride_vn + offs_d[None, :])
-    go = n_chunks > 0
-    while go:
-        slot = walked * BLOCK_N + offs_n
-        in_list = slot < n_keys
-        idx_next = tl.load(LIST + slot + BLOCK_N, mask=slot + BLOCK_N < n_keys, other=0)
-        if PREFETCH_KV:
-            k_next = tl.load(K_head + idx_next[:, None] * stride_kn + offs_d[None, :])
-            v_next = tl.load(V_head + idx_next[:, None] * stride_vn + offs_d[None, :])
-        else:
-            k = tl.load(K_head + idx[:, None] * stride_kn + offs_d[None, :])
-            v = tl.load(V_head + idx[:, None] * stride_vn + offs_d[None, :])
-        qk = tl.dot(q, tl.trans(k)) * qk_scale + tl.where(in_list, 0.0, float("-inf"))[None, :]
-        acc, l_i, m_i, l_chunk = _softmax_update(acc, l_i, m_i, qk, v)
-        progress = _stop_progress(l_chunk, l_i, m_i, qk, row_valid, tau, n_keys - (walked + 1) * BLOCK_N, TAIL_STOP)
-        walked += 1
-        go = (walked < n_chunks) & (progress >= 0.0)
-        idx = idx_next
-        if PREFETCH_KV:
-            k = k_next
-            v = v_next
-    return acc, l_i, m_i, walked
-
-
-@triton.jit
 def _walk_list_in_bursts(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn, stride_vn, LIST, n_keys, qk_scale,
                          tau, offs_n, offs_d, BLOCK_N: tl.constexpr, BURST: tl.constexpr, TAIL_STOP: tl.constexpr):
-    """Pass 2 with S2O's stop (patience 1), as a while loop over bursts of BURST chunks, each a pipelined
-    for loop.
+    """Pass 2 with S2O's stop at patience 1 (after the first chunk that brought every valid row less
+    than tau: gain_i = l_chunk_i / l_i, tested as "max_i (l_chunk_i - tau * l_i) < 0", no division),
+    as a while loop over bursts of BURST chunks, each a pipelined for loop.
 
-    Same rule and result as ``_walk_list_until_stop``: once a chunk ends the walk, the rest of its
-    burst is still loaded and multiplied (the software pipeline cannot exit early) but masked to -inf,
-    so it changes neither m, l nor acc (alpha = 1, p = 0) and is not counted. The loads never wait
-    for the stop test, so the pipeline keeps them in flight. That speculation costs at most BURST - 1
-    chunks per tile and buys cp.async prefetch and asynchronous wgmma inside a burst.
+    Triton pipelines only for loops, and a for loop cannot exit early: once a chunk ends the walk, the
+    rest of its burst is still loaded and multiplied but scores -inf, so it changes neither m, l nor
+    acc (alpha = 1, p = 0) and is not counted. The loads never wait for the stop test, so the pipeline
+    keeps them in flight. That speculation costs at most BURST - 1 chunks per tile and buys cp.async
+    prefetch and asynchronous wgmma inside a burst. Returns the state and the chunks walked.
     """
     n_chunks = tl.cdiv(n_keys, BLOCK_N)
     walked = n_chunks * 0
@@ -237,18 +205,13 @@ def _walk_list_in_bursts(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
     go = n_chunks > 0
     while go:
         for j in tl.range(0, BURST):
-            slot = (first + j) * BLOCK_N + offs_n
-            in_list = slot < n_keys
-            idx = tl.load(LIST + slot, mask=in_list, other=0)
-            k = tl.load(K_head + idx[:, None] * stride_kn + offs_d[None, :])
-            v = tl.load(V_head + idx[:, None] * stride_vn + offs_d[None, :])
-            visible = in_list & go
-            qk = tl.dot(q, tl.trans(k)) * qk_scale + tl.where(visible, 0.0, float("-inf"))[None, :]
-            acc, l_i, m_i, l_chunk = _softmax_update(acc, l_i, m_i, qk, v)
-            progress = _stop_progress(l_chunk, l_i, m_i, qk, row_valid, tau, n_keys - (first + j + 1) * BLOCK_N,
-                                      TAIL_STOP)
+            idx = _list_keys(LIST, first + j, n_keys, offs_n, 0, BLOCK_N, False)
+            visible = ((first + j) * BLOCK_N + offs_n < n_keys) & go
+            acc, l_i, m_i, l_chunk, qk = _attend_chunk(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, idx,
+                                                       visible, qk_scale, offs_d)
+            progress = _row_progress(l_chunk, l_i, m_i, qk, tau, n_keys - (first + j + 1) * BLOCK_N, TAIL_STOP)
             walked += go.to(tl.int32)
-            go = go & (progress >= 0.0) & (first + j + 1 < n_chunks)
+            go = go & (tl.max(tl.where(row_valid, progress, -1.0), 0) >= 0.0) & (first + j + 1 < n_chunks)
         first += BURST
     return acc, l_i, m_i, walked
 
@@ -256,32 +219,53 @@ def _walk_list_in_bursts(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
 @triton.jit
 def _walk_list_with_patience(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn, stride_vn, LIST, n_keys,
                              qk_scale, tau, offs_n, offs_d, BLOCK_N: tl.constexpr, PATIENCE: tl.constexpr,
-                             TAIL_STOP: tl.constexpr):
-    """Pass 2 with S2O's stop at patience P > 1: bursts of P chunks, each a pipelined for loop with no
-    decision inside; the walk ends after the first burst in which every chunk was dull for every row.
+                             TAIL_STOP: tl.constexpr, PREFETCH_INDEX: tl.constexpr, BURSTS_PER_LOOP: tl.constexpr):
+    """Pass 2 with S2O's stop at patience P > 1: bursts of P chunks; the walk ends after the first burst
+    in which every chunk was dull for every row.
 
     Each row keeps the largest progress (``_row_progress``) its chunks of the burst had; only its sign
-    matters, so values under different running maxima compare fine. One reduction over rows per burst
-    is the only synchronisation; the last burst of a list may run past its end (slots there score
-    -inf: they change nothing and are not counted).
+    matters, so values under different running maxima compare fine. The last burst of a list may run
+    past its end (slots there score -inf: they change nothing and are not counted).
+    A pipelined for loop runs BURSTS_PER_LOOP bursts, inside a while loop that ends the walk. With 1,
+    the loop holds no decision: one reduction over rows per burst is the only synchronisation, but
+    each burst restarts the pipeline (its first gathers wait in full). With more, the loop decides at
+    each burst's end and the bursts after a stop are loaded and multiplied but score -inf (as in
+    ``_walk_list_in_bursts``): fewer restarts, for a reduction per chunk and some speculation.
+    PREFETCH_INDEX: key positions read two chunks ahead, across bursts too (see ``_walk_list``).
     """
     n_chunks = tl.cdiv(n_keys, BLOCK_N)
     walked = n_chunks * 0
     go = n_chunks > 0
+    idx = _list_keys(LIST, 0, n_keys, offs_n, 0, BLOCK_N, False)
+    idx1 = _list_keys(LIST, 1, n_keys, offs_n, 0, BLOCK_N, False)
+    first = n_chunks * 0
     while go:
         brightest = tl.full(l_i.shape, -1.0, tl.float32)
-        for j in tl.range(0, PATIENCE):
-            slot = (walked + j) * BLOCK_N + offs_n
-            in_list = slot < n_keys
-            idx = tl.load(LIST + slot, mask=in_list, other=0)
-            k = tl.load(K_head + idx[:, None] * stride_kn + offs_d[None, :])
-            v = tl.load(V_head + idx[:, None] * stride_vn + offs_d[None, :])
-            qk = tl.dot(q, tl.trans(k)) * qk_scale + tl.where(in_list, 0.0, float("-inf"))[None, :]
-            acc, l_i, m_i, l_chunk = _softmax_update(acc, l_i, m_i, qk, v)
-            progress = _row_progress(l_chunk, l_i, m_i, qk, tau, n_keys - (walked + j + 1) * BLOCK_N, TAIL_STOP)
+        for j in tl.range(0, PATIENCE * BURSTS_PER_LOOP):
+            if PREFETCH_INDEX:
+                idx2 = _list_keys(LIST, first + j + 2, n_keys, offs_n, 0, BLOCK_N, False)
+            else:
+                idx = _list_keys(LIST, first + j, n_keys, offs_n, 0, BLOCK_N, False)
+            visible = (first + j) * BLOCK_N + offs_n < n_keys
+            if BURSTS_PER_LOOP > 1:
+                visible = visible & go
+            acc, l_i, m_i, l_chunk, qk = _attend_chunk(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, idx,
+                                                       visible, qk_scale, offs_d)
+            progress = _row_progress(l_chunk, l_i, m_i, qk, tau, n_keys - (first + j + 1) * BLOCK_N, TAIL_STOP)
             brightest = tl.maximum(brightest, progress)
-        walked += PATIENCE
-        go = (walked < n_chunks) & (tl.max(tl.where(row_valid, brightest, -1.0), 0) >= 0.0)
+            if BURSTS_PER_LOOP > 1:
+                burst_end = j % PATIENCE == PATIENCE - 1
+                go_on = (tl.max(tl.where(row_valid, brightest, -1.0), 0) >= 0.0) & (first + j + 1 < n_chunks)
+                walked += tl.where(go & burst_end, PATIENCE, 0)
+                go = go & (go_on | (j % PATIENCE != PATIENCE - 1))
+                brightest = tl.where(burst_end, -1.0, brightest)
+            if PREFETCH_INDEX:
+                idx = idx1
+                idx1 = idx2
+        first += PATIENCE * BURSTS_PER_LOOP
+        if BURSTS_PER_LOOP == 1:
+            walked = first
+            go = (walked < n_chunks) & (tl.max(tl.where(row_valid, brightest, -1.0), 0) >= 0.0)
     return acc, l_i, m_i, tl.minimum(walked, n_chunks)
 
 
@@ -316,13 +300,14 @@ def _sparse_attention_fwd(
     EARLY_STOP: tl.constexpr,  # tau > 0
     BLOCK_M: tl.constexpr,  # rows per program = HEADS_PER_PROG x query positions of the tile
     BLOCK_N: tl.constexpr,  # keys per block / chunk
-    PREFETCH_KV: tl.constexpr,  # tau > 0 with STOP_BURST == 1: prefetch the next chunk's K/V rows
     STOP_BURST: tl.constexpr,  # tau > 0: chunks per pipelined burst (1: a plain while loop)
     TAIL_STOP: tl.constexpr,  # tau > 0: stop_rule "tail" (bound the unseen mass) instead of "chunk"
     PATIENCE: tl.constexpr,  # tau > 0: chunks per burst; the walk ends after a burst of dull chunks
     INTERLEAVE: tl.constexpr,  # per-head lists, GROUP > 1: a kv group's heads take adjacent programs
     SKIP_SOFTMAX: tl.constexpr,  # tau = 0: skip the softmax and P.V of chunks far below every row's max
     IN_ORDER: tl.constexpr,  # tau = 0: lists hold keys [SINKS, SINKS + len) in position order, unread
+    PREFETCH_INDEX: tl.constexpr,  # pipelined walks read key positions two chunks ahead
+    BURSTS_PER_LOOP: tl.constexpr,  # tau > 0, patience > 1: bursts per pipelined loop
 ):
     # GQA with shared lists packs the G heads' copies of the tile's positions into the rows of one
     # tile (row = head * TILE_POS + slot) rather than looping over heads inside the program: a loop
@@ -403,22 +388,19 @@ def _sparse_attention_fwd(
     if EARLY_STOP and PATIENCE > 1:
         acc, l_i, m_i, walked = _walk_list_with_patience(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
                                                          stride_vn, LIST, n_keys, qk_scale, tau, offs_n, offs_d,
-                                                         BLOCK_N, PATIENCE, TAIL_STOP)
-    elif EARLY_STOP and STOP_BURST > 1:
+                                                         BLOCK_N, PATIENCE, TAIL_STOP, PREFETCH_INDEX,
+                                                         BURSTS_PER_LOOP)
+    elif EARLY_STOP:
         acc, l_i, m_i, walked = _walk_list_in_bursts(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
                                                      stride_vn, LIST, n_keys, qk_scale, tau, offs_n, offs_d,
                                                      BLOCK_N, STOP_BURST, TAIL_STOP)
-    elif EARLY_STOP:
-        acc, l_i, m_i, walked = _walk_list_until_stop(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
-                                                      stride_vn, LIST, n_keys, qk_scale, tau, offs_n, offs_d,
-                                                      BLOCK_N, PREFETCH_KV, TAIL_STOP)
     elif SKIP_SOFTMAX:
         acc, l_i, m_i, walked, skipped = _walk_list_skipping(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
                                                              stride_vn, LIST, n_keys, qk_scale, skip_gap, offs_n,
                                                              offs_d, SINKS, BLOCK_N, IN_ORDER)
     else:
         acc, l_i, m_i, walked = _walk_list(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, LIST, n_keys,
-                                           qk_scale, offs_n, offs_d, SINKS, BLOCK_N, IN_ORDER)
+                                           qk_scale, offs_n, offs_d, SINKS, BLOCK_N, IN_ORDER, PREFETCH_INDEX)
 
     # Epilogue: every real row has l_i > 0 (its own position is in pass 1), so no NaN.
     out = acc / l_i[:, None]
@@ -440,15 +422,20 @@ def _register_estimate(rows: int, block_n: int, head_dim: int, num_warps: int) -
     return (rows * head_dim + rows * block_n) / (num_warps * 32)
 
 
-# One warpgroup (4 warps) per 64 rows: Hopper's wgmma is issued per 64-row warpgroup. STOP_BURST 1 always
-# comes with PREFETCH_KV (the plain while loop needs the hand-made prefetch); bursts > 1 are pipelined.
+# One warpgroup (4 warps) per 64 rows: Hopper's wgmma is issued per 64-row warpgroup. Bursts of at least
+# 2 chunks: a burst is a pipelined for loop, and one of 1 chunk pipelines nothing.
+# At head dim <= 128 a register cap of TWO_PROGRAMS_MAXNREG lets two 8-warp programs share an SM (65,536
+# registers), where uncapped (~240 registers a thread) one runs alone and nothing hides its gathers'
+# latency; a few registers spill, and it still wins (reports/bench/NOTES.md, "Two programs per SM").
+TWO_PROGRAMS_MAXNREG = 128
 _CONFIGS = [
-    triton.Config({"BLOCK_M": rows, "BLOCK_N": bn, "STOP_BURST": burst, "PREFETCH_KV": burst == 1},
-                  num_warps=rows // 16, num_stages=stages)
+    triton.Config({"BLOCK_M": rows, "BLOCK_N": bn, "STOP_BURST": burst},
+                  num_warps=rows // 16, num_stages=stages, maxnreg=cap)
     for rows in (64, 128)
     for bn in (32, 64, 128)
-    for burst in (1, 2, 4, 8)
+    for burst in (2, 4, 8)
     for stages in (2, 3)
+    for cap in (None, TWO_PROGRAMS_MAXNREG)
 ]
 
 
@@ -457,9 +444,9 @@ def _prune_configs(configs, named_args, **kwargs):
 
     Tile shapes: the requested ones (always requested at tau > 0, where they change which keys are
     visited), a tile of positions dividing the segment, and register room. The burst only matters
-    to the tau > 0 walk, so tau = 0 keeps a single burst value; a tau > 0 walk tunes the burst (exact
-    at any value) and the stages. In development timings on an H100 (not recorded in reports/), wider
-    chunks than 64 keys or deeper pipelines than 3 stages never won on gathered lists.
+    to the tau > 0 walk, so tau = 0 keeps a single burst value; a tau > 0 walk with patience 1 tunes
+    the burst (exact at any value), a patient one walks in bursts of its own; both tune the stages and
+    the register cap.
     """
     args = {**named_args, **kwargs}
     head_dim, heads_pp, segment = args["HEAD_DIM"], args["HEADS_PER_PROG"], args["SEGMENT"]
@@ -475,6 +462,10 @@ def _prune_configs(configs, named_args, **kwargs):
             continue
         if not early_stop and burst != 2:
             continue
+        if args["PATIENCE"] > 1 and burst != DEFAULT_STOP_BURST:  # a patient walk has bursts of its own
+            continue
+        if cfg.maxnreg is not None and (head_dim > 128 or cfg.num_stages != 2 or bn > 64):
+            continue  # the cap pays only where two programs' shared memory fits an SM
         if not early_stop and bn == 128 and cfg.num_stages != 2:
             continue
         kept.append(cfg)
@@ -485,7 +476,7 @@ def _fallback_config(args) -> triton.Config:
     """One config that always fits (used when the filter leaves nothing, e.g. an unusual request)."""
     rows = args["REQ_BLOCK_M"] or DEFAULT_ROWS
     bn = args["REQ_BLOCK_N"] or default_block_n(args["HEAD_DIM"])
-    return triton.Config({"BLOCK_M": rows, "BLOCK_N": bn, "STOP_BURST": 4, "PREFETCH_KV": False},
+    return triton.Config({"BLOCK_M": rows, "BLOCK_N": bn, "STOP_BURST": DEFAULT_STOP_BURST},
                          num_warps=max(rows // 16, 4), num_stages=2)
 
 
@@ -502,38 +493,6 @@ _sparse_attention_fwd_tuned = triton.autotune(
 # ----------------------------------------------------------------------------------------------
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def _pow2(x: int) -> bool:
-    return x > 0 and x & (x - 1) == 0
-
-
-def _check_inputs(q: Tensor, k: Tensor, v: Tensor, tau: float, stop_rule: str) -> None:
-    """The executor's own checks of its inputs (ValueError saying what is wrong)."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor) or t.dim() != 4:
-            raise ValueError(f"{name} must be a 4-D tensor (batch, heads, seq_len, head_dim)")
-        if t.dtype not in (torch.float16, torch.bfloat16):
-            raise ValueError(f"{name} must be float16 or bfloat16; got {t.dtype}")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise ValueError(f"q, k, v must share one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
-    if not (q.device == k.device == v.device):
-        raise ValueError("q, k, v must be on one device")
-    if q.device.type != "cuda" and not _interpreting():
-        raise ValueError("sparse_attention needs CUDA tensors (on a CPU, set TRITON_INTERPRET=1 before importing it)")
-    batch, q_heads, n_ctx, head_dim = q.shape
-    if k.shape != v.shape:
-        raise ValueError(f"k and v must have one shape; got {tuple(k.shape)}, {tuple(v.shape)}")
-    if k.shape[0] != batch or k.shape[2] != n_ctx or k.shape[3] != head_dim:
-        raise ValueError(f"k (batch, kv_heads, seq_len, head_dim) = {tuple(k.shape)} does not match q {tuple(q.shape)}")
-    if head_dim not in HEAD_DIMS:
-        raise ValueError(f"head_dim must be one of {HEAD_DIMS}; got {head_dim}")
-    if n_ctx < 1 or batch < 1:
-        raise ValueError("seq_len and batch must be >= 1")
-    if q_heads % k.shape[1] != 0:
-        raise ValueError(f"q_heads ({q_heads}) must be a multiple of kv_heads ({k.shape[1]})")
-    check_tau(tau)
-    check_stop_rule_name(stop_rule)
 
 
 def _pinned_config(config: ExecConfig | None) -> ExecConfig | None:
@@ -569,20 +528,18 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
     softmax and P.V (its QK is still computed; ExecStats counts the two apart). Returns the output,
     shaped and typed like q, and with return_stats an ExecStats.
     """
-    _check_inputs(q, k, v, tau, stop_rule)
-    check_patience(patience)
-    check_skip_gap(skip_gap, tau)
-    if plan.in_order and tau > 0:
-        raise ValueError("a plan with lists in position order (in_order) ranks nothing: walk it with tau = 0")
+    check_walk(q, k, v, plan, tau=tau, stop_rule=stop_rule, patience=patience, skip_gap=skip_gap, block_m=block_m)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"{name} must be float16 or bfloat16; got {t.dtype}")
+    if q.device.type != "cuda" and not _interpreting():
+        raise ValueError("sparse_attention needs CUDA tensors (on a CPU, set TRITON_INTERPRET=1 before importing it)")
     batch, q_heads, n_ctx, head_dim = q.shape
     kv_heads = k.shape[1]
     group = q_heads // kv_heads
-    plan.check(q, k, block_m=block_m)
     shared = plan.heads == kv_heads
     heads = group if shared else 1
     heads_pp = triton.next_power_of_2(heads)
-    if heads_pp > 128:
-        raise ValueError(f"at most 128 query heads may share one list (one tile row each); got {heads}")
     early_stop = tau > 0
 
     pinned = _pinned_config(config)
@@ -593,16 +550,7 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
     elif early_stop or _interpreting():
         block_m = block_m or max(DEFAULT_ROWS // heads_pp, 1)
         block_n = block_n or default_block_n(head_dim)
-    for name, value in (("block_m", block_m), ("block_n", block_n)):
-        if value is not None and not _pow2(value):
-            raise ValueError(f"{name} must be a power of two; got {value}")
-    if block_m is not None:
-        if not 16 <= block_m * heads_pp <= 256:
-            raise ValueError(f"block_m x heads per tile ({block_m} x {heads_pp}) must be within 16..256 rows")
-        if plan.segment % block_m != 0:
-            raise ValueError(f"plan.segment ({plan.segment}) must be a multiple of block_m ({block_m})")
-    if block_n is not None and not 16 <= block_n <= 256:
-        raise ValueError(f"block_n must be within 16..256; got {block_n}")
+    check_tile_shape(block_m, block_n, heads_pp, plan.segment)
 
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     if max(k.stride(2), v.stride(2)) * n_ctx >= 2**31:
@@ -636,7 +584,9 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
                      HAS_ORDER=plan.query_order is not None, EARLY_STOP=early_stop,
                      TAIL_STOP=early_stop and stop_rule == "tail", PATIENCE=patience if early_stop else 1,
                      INTERLEAVE=(pinned.interleave_heads if pinned else True) and not shared and group > 1,
-                     SKIP_SOFTMAX=skip_gap > 0, IN_ORDER=plan.in_order)
+                     SKIP_SOFTMAX=skip_gap > 0, IN_ORDER=plan.in_order,
+                     PREFETCH_INDEX=pinned.prefetch_index if pinned else DEFAULT_PREFETCH_INDEX,
+                     BURSTS_PER_LOOP=pinned.bursts_per_loop if pinned else DEFAULT_BURSTS_PER_LOOP)
     if pinned is not None or _interpreting():
         used = pinned or ExecConfig(block_m=block_m, block_n=block_n)
         rows = used.block_m * heads_pp
@@ -644,7 +594,7 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
         if used.stop_burst < 1:
             raise ValueError(f"stop_burst must be >= 1; got {used.stop_burst}")
         _sparse_attention_fwd[grid](*args, **constants, BLOCK_M=rows, BLOCK_N=used.block_n,
-                                    PREFETCH_KV=used.prefetch_kv, STOP_BURST=used.stop_burst,
+                                    STOP_BURST=used.stop_burst,
                                     num_warps=used.num_warps, num_stages=used.num_stages,
                                     **({"maxnreg": used.maxnreg} if used.maxnreg else {}))
     else:
@@ -652,7 +602,7 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
         best = _sparse_attention_fwd_tuned.best_config
         used = ExecConfig(block_m=best.kwargs["BLOCK_M"] // heads_pp, block_n=best.kwargs["BLOCK_N"],
                           num_warps=best.num_warps, num_stages=best.num_stages,
-                          prefetch_kv=bool(best.kwargs["PREFETCH_KV"]), stop_burst=best.kwargs["STOP_BURST"],
+                          stop_burst=best.kwargs["STOP_BURST"],
                           maxnreg=best.maxnreg)
     if not return_stats:
         return out

@@ -2,10 +2,11 @@
 
 A key's ranking score, in nats (the query side is scaled by the softmax scale), is
 
-    score(k) = P[0] . k + 1/2 * sum_{c >= 1} (P[c] . k - o[c])^2
+    score(k) = P[0] . k + 1/2 * sum_{c >= 1} (P[c] . k - o[c])^2  [+ w . (k * k)]
 
-where P = ``vectors[b, h, s]`` has C rows of head_dim and o = ``offsets[b, h, s]`` C numbers
-(o[0] unused). Scores (``score=``):
+where P = ``vectors[b, h, s]`` has C rows of head_dim, o = ``offsets[b, h, s]`` C numbers (o[0]
+unused) and w = ``squares[b, h, s]`` head_dim weights of the squared key (only for "diag").
+Scores (``score=``):
 
 - ``"mean"``: one list per kv head, shared by its GQA group; P = [mean of the segment's queries over
   its tokens and the group's heads] (C = 1).
@@ -18,6 +19,11 @@ where P = ``vectors[b, h, s]`` has C rows of head_dim and o = ``offsets[b, h, s]
   order. Without the centring on b (log E[exp(q . k)] of a Gaussian q), keys share a large common
   part whose variance term only says how much a query shifts all its logits, which the softmax
   cancels: on real attention that ranked worse than the mean query alone (reports/bench/NOTES.md).
+- ``"diag"``: one list per query head; the same idea with the covariance cut to its diagonal and
+  centred on the plain mean kbar of the segment's prefix keys: mu . k + 1/2 sum_d var_d (k_d -
+  kbar_d)^2 = (mu - var * kbar) . k + 1/2 var . (k * k) + const, so P = [mu - var * kbar] (C = 1)
+  and w = var / 2. No eigen-decomposition and no softmax pass: one pass over the queries (sums and
+  sums of squares), one over the keys (segment sums), and two products per key when scoring.
 
 Plain PyTorch, no Triton: the Triton planner and its twin share these functions.
 """
@@ -29,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-SCORES = ("mean", "head_mean", "gauss")
+SCORES = ("mean", "head_mean", "gauss", "diag")
 DEFAULT_SCORE = "head_mean"
 DEFAULT_RANK = 8
 DEFAULT_BUCKETS = 256
@@ -127,11 +133,15 @@ def _orthonormal(w: Tensor) -> Tensor:
 
 @dataclass
 class Projections:
-    """The ranking of every (batch, plan head, segment): ``vectors`` fp32 ``(B, H_plan, n_seg, C, D)``
-    and ``offsets`` fp32 ``(B, H_plan, n_seg, C)`` (see the module docstring)."""
+    """The ranking of every (batch, plan head, segment): ``vectors`` fp32 ``(B, H_plan, n_seg, C, D)``,
+    ``offsets`` fp32 ``(B, H_plan, n_seg, C)``, ``squares`` fp32 ``(B, H_plan, n_seg, D)`` or None (see
+    the module docstring), and ``guides`` fp32 ``(B, H_plan, n_seg, D)``, the segment's mean scaled
+    query (what ``query_order_by_guide`` aligns queries with)."""
 
     vectors: Tensor
     offsets: Tensor
+    guides: Tensor
+    squares: Tensor | None = None
 
     @property
     def heads(self) -> int:
@@ -154,15 +164,34 @@ def score_projections(q: Tensor, k: Tensor, segment: int, *, score: str = DEFAUL
         if score == "mean":
             means = means.view(batch, kv_heads, group, -1, dim).mean(2)
         vectors = means[:, :, :, None, :].contiguous()
-        return Projections(vectors, torch.zeros(vectors.shape[:-1], device=q.device))
+        return Projections(vectors, torch.zeros(vectors.shape[:-1], device=q.device), means)
     rows, counts = _segment_rows(q, segment)
+    if score == "diag":
+        mean = rows.sum(3, dtype=torch.float32) / counts.to(torch.float32)[:, None]
+        second = (rows.float() ** 2).sum(3) / counts.to(torch.float32)[:, None]
+        var = (second - mean ** 2).clamp(min=0) * scale ** 2  # of the scaled queries, per dim
+        mean = mean * scale
+        centre = prefix_mean_keys(k, segment).repeat_interleave(group, 1)  # (B, Hq, n_seg, D)
+        vectors = (mean - var * centre)[:, :, :, None, :].contiguous()
+        return Projections(vectors, torch.zeros(vectors.shape[:-1], device=q.device), mean,
+                           (0.5 * var).contiguous())
     mean = rows.sum(3, dtype=torch.float32) / counts.to(torch.float32)[:, None]
     factors = covariance_factors(rows, counts, mean, rank) * scale  # (B, Hq, n_seg, rank, D)
     mean = mean * scale
     centre = softmax_mean_keys(mean, k, segment)  # (B, Hq, n_seg, D)
     offsets = torch.einsum("bhsrd,bhsd->bhsr", factors, centre)
     return Projections(torch.cat([mean[:, :, :, None, :], factors], dim=3).contiguous(),
-                       torch.nn.functional.pad(offsets, (1, 0)).contiguous())
+                       torch.nn.functional.pad(offsets, (1, 0)).contiguous(), mean)
+
+
+def prefix_mean_keys(k: Tensor, segment: int) -> Tensor:
+    """kbar per (batch, kv head, segment): the plain mean of the segment's prefix keys [0, s * segment)
+    (zero for the first segment, which has none), fp32 ``(B, Hkv, n_seg, D)``, from segment sums."""
+    rows, _ = _segment_rows(k, segment)
+    sums = rows.sum(3, dtype=torch.float32).cumsum(2)
+    prefix = torch.nn.functional.pad(sums[:, :, :-1], (0, 0, 1, 0))  # sums of the segments before
+    seen = (torch.arange(sums.shape[2], device=k.device) * segment).clamp(min=1).to(torch.float32)
+    return prefix / seen[:, None]
 
 
 def softmax_mean_keys(mean: Tensor, k: Tensor, segment: int) -> Tensor:
@@ -188,10 +217,12 @@ def softmax_mean_keys(mean: Tensor, k: Tensor, segment: int) -> Tensor:
     return out
 
 
-def ranking_scores(keys: Tensor, vectors: Tensor, offsets: Tensor) -> Tensor:
-    """score(k) for keys ``(n, D)`` and one segment's ``vectors (C, D)``, ``offsets (C,)``: fp32 ``(n,)``."""
+def ranking_scores(keys: Tensor, vectors: Tensor, offsets: Tensor, squares: Tensor | None = None) -> Tensor:
+    """score(k) for keys ``(n, D)`` and one segment's ``vectors (C, D)``, ``offsets (C,)`` and
+    ``squares (D,)`` (or None): fp32 ``(n,)``."""
     proj = keys.float() @ vectors.T  # (n, C)
-    return proj[:, 0] + 0.5 * ((proj[:, 1:] - offsets[1:]) ** 2).sum(-1)
+    score = proj[:, 0] + 0.5 * ((proj[:, 1:] - offsets[1:]) ** 2).sum(-1)
+    return score if squares is None else score + (keys.float() ** 2) @ squares
 
 
 def query_order_by_guide(q: Tensor, guides: Tensor, segment: int) -> Tensor:

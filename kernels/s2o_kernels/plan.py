@@ -4,7 +4,7 @@ A plan tells the executor, per query segment, which prefix keys to visit and in 
 executor adds the exact pass over attention sinks and the segment's own causal diagonal. Shapes:
 ``q (batch, q_heads, seq_len, head_dim)``, ``k, v (batch, kv_heads, seq_len, head_dim)``,
 ``H_plan`` is ``kv_heads`` (one list shared by the G query heads of a kv head) or ``q_heads``
-(one list per query head). The full contract is PLAN_FORMAT.md.
+(one list per query head).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .rules import HEAD_DIMS, check_patience, check_skip_gap, check_stop_rule_name, check_tau
 
 
 @dataclass
@@ -134,6 +136,44 @@ def _check_tensor(name: str, tensor: Tensor, dtype: torch.dtype, ndim: int, devi
         raise ValueError(f"plan.{name} must be a {ndim}-D {dtype} tensor; got {tensor.dim()}-D {tensor.dtype}")
     if tensor.device != device:
         raise ValueError(f"plan.{name} is on {tensor.device}, q is on {device}: build the plan on q's device")
+
+
+def check_attention_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
+    """What every executor takes (ValueError saying what is wrong): q ``(batch, q_heads, seq_len,
+    head_dim)``, k and v ``(batch, kv_heads, seq_len, head_dim)`` on one device in one dtype, q_heads a
+    multiple of kv_heads, head_dim one of HEAD_DIMS."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor) or t.dim() != 4:
+            raise ValueError(f"{name} must be a 4-D tensor (batch, heads, seq_len, head_dim)")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v must share one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError("q, k, v must be on one device")
+    batch, q_heads, n_ctx, head_dim = q.shape
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have one shape; got {tuple(k.shape)}, {tuple(v.shape)}")
+    if k.shape[0] != batch or k.shape[2] != n_ctx or k.shape[3] != head_dim:
+        raise ValueError(f"k (batch, kv_heads, seq_len, head_dim) = {tuple(k.shape)} does not match q {tuple(q.shape)}")
+    if head_dim not in HEAD_DIMS:
+        raise ValueError(f"head_dim must be one of {HEAD_DIMS}; got {head_dim}")
+    if n_ctx < 1 or batch < 1:
+        raise ValueError("seq_len and batch must be >= 1")
+    if q_heads % k.shape[1] != 0:
+        raise ValueError(f"q_heads ({q_heads}) must be a multiple of kv_heads ({k.shape[1]})")
+
+
+def check_walk(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float, stop_rule: str, patience: int,
+               skip_gap: float = 0.0, block_m: int | None = None) -> None:
+    """One executor call's checks, the same for the Triton kernel and its PyTorch twin: the inputs,
+    the plan against them, and the walk's rule (tau, stop_rule, patience, skip_gap; rules.py)."""
+    check_attention_inputs(q, k, v)
+    check_tau(tau)
+    check_stop_rule_name(stop_rule)
+    check_patience(patience)
+    check_skip_gap(skip_gap, tau)
+    if plan.in_order and tau > 0:
+        raise ValueError("a plan with lists in position order (in_order) ranks nothing: walk it with tau = 0")
+    plan.check(q, k, block_m=block_m)
 
 
 def plan_layout(n_ctx: int, segment: int, sinks: int) -> tuple[Tensor, Tensor]:

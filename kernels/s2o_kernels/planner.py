@@ -52,6 +52,7 @@ from .rules import DEFAULT_ROWS, DEFAULT_SEGMENT, DEFAULT_SINKS, PLAN_CONFIG_ENV
 def _score_kernel(
     K, PROJ,        # k (B, Hkv, N, D); projection vectors (B, Hp, n_seg, C, D) in k's dtype
     OFFSETS,        # (B, Hp, n_seg, C) fp32, contiguous: what the squared projections are centred on
+    SQUARES,        # (B, Hp, n_seg, D) in k's dtype, contiguous: weights of the squared key (HAS_SQUARES)
     SCORES,         # out (B, Hp, n_seg, N) fp32: written inside each segment's prefix only
     TOPS,           # out (B, Hp, n_seg, n_kb) fp32: largest score of the tile's keys in the prefix
     n_ctx, n_seg, segment, sinks, h_plan, heads_per_kv,
@@ -59,8 +60,8 @@ def _score_kernel(
     stride_pb, stride_ph, stride_ps, stride_pc,
     stride_sb, stride_sh, stride_ss,
     stride_tb, stride_th, stride_ts,
-    HEAD_DIM: tl.constexpr, N_PROJ: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    HEAD_DIM: tl.constexpr, N_PROJ: tl.constexpr, HAS_SQUARES: tl.constexpr, BLOCK_S: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # Axis 0 runs over the segment blocks and the plan heads of one kv head, so that programs
     # launched together read the same block of keys (from L2, not again from memory).
@@ -90,6 +91,11 @@ def _score_kernel(
             else:
                 centred = proj - tl.load(o_ptrs + c, mask=seg_ok, other=0.0)[:, None]
                 score += 0.5 * centred * centred
+        if HAS_SQUARES:
+            w_ptrs = SQUARES + ((b * h_plan + h) * n_seg + offs_s).to(tl.int64)[:, None] * HEAD_DIM + offs_d[None, :]
+            weights = tl.load(w_ptrs, mask=seg_ok[:, None], other=0.0)
+            squared = keys.to(tl.float32) * keys.to(tl.float32)
+            score += tl.dot(weights, tl.trans(squared.to(keys.dtype)), input_precision=DOT_PRECISION)
         in_prefix = (offs_n[None, :] >= sinks) & (offs_n[None, :] < offs_s[:, None] * segment) & seg_ok[:, None]
         s_ptrs = SCORES + b64 * stride_sb + h.to(tl.int64) * stride_sh + offs_s[:, None].to(tl.int64) * stride_ss
         tl.store(s_ptrs + offs_n[None, :], score, mask=in_prefix)
@@ -180,8 +186,9 @@ def s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sinks: int
     bf16 or fp32, on the GPU (or on the CPU with ``TRITON_INTERPRET=1``).
     segment: S, queries per segment, a multiple of block_m (the executor's query tile).
     sinks: keys [0, sinks) are left out of the lists (the executor computes them in pass 1).
-    score, rank: what keys are ranked by (guides.py): ``"gauss"`` (one list per query head, mean
-        query plus a rank-``rank`` covariance), ``"head_mean"`` or ``"mean"`` (one list per kv head).
+    score, rank: what keys are ranked by (guides.py): ``"head_mean"`` (one list per query head, the
+        mean query), ``"gauss"`` (the same plus a rank-``rank`` covariance), ``"diag"`` (plus a diagonal
+        one) or ``"mean"`` (one list per kv head).
     n_buckets, span: keys within ``span`` nats of a list's top score are ordered up to buckets of
         ``span / n_buckets`` nats, the rest follow in position order (see the module docstring).
     query_permute: order each segment's queries by their logit against the mean query and emit
@@ -209,14 +216,15 @@ def s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sinks: int
     histogram = torch.zeros(batch, h_plan, n_seg, n_buckets, dtype=torch.int32, device=q.device)
     if total > 0:
         heads_per_kv = h_plan // kv_heads
-        histogram = _rank_prefixes(k, projections.vectors.to(k.dtype), projections.offsets, key_index,
-                                   starts.to(q.device), segment, sinks, heads_per_kv, n_buckets, span)
-    order = query_order_by_guide(q, projections.vectors[:, :, :, 0, :], segment) if query_permute else None
+        histogram = _rank_prefixes(k, projections.vectors.to(k.dtype), projections.offsets,
+                                   None if projections.squares is None else projections.squares.to(k.dtype),
+                                   key_index, starts.to(q.device), segment, sinks, heads_per_kv, n_buckets, span)
+    order = query_order_by_guide(q, projections.guides, segment) if query_permute else None
     return segment_plan(q, segment, sinks, key_index, order, score_histogram=histogram, bucket_width=span / n_buckets)
 
 
-def _rank_prefixes(k: Tensor, projections: Tensor, offsets: Tensor, key_index: Tensor, starts: Tensor, segment: int,
-                   sinks: int, heads_per_kv: int, n_buckets: int, span: float) -> Tensor:
+def _rank_prefixes(k: Tensor, projections: Tensor, offsets: Tensor, squares: Tensor | None, key_index: Tensor,
+                   starts: Tensor, segment: int, sinks: int, heads_per_kv: int, n_buckets: int, span: float) -> Tensor:
     """Fills ``key_index`` (B, Hp, L): scores, bucket counts per range, slot bases (torch), scatter.
     Returns the keys per bucket of each list, int32 (B, Hp, n_seg, n_buckets)."""
     batch, h_plan, n_seg, n_proj, dim = projections.shape
@@ -228,9 +236,10 @@ def _rank_prefixes(k: Tensor, projections: Tensor, offsets: Tensor, key_index: T
     tops = torch.full((batch, h_plan, n_seg, n_kb), float("-inf"), device=k.device)
     grid = (triton.cdiv(n_seg, block_s) * heads_per_kv, n_kb, batch * h_plan // heads_per_kv)
     _score_kernel[grid](
-        k, projections, offsets.contiguous(), scores, tops, n_ctx, n_seg, segment, sinks, h_plan, heads_per_kv,
+        k, projections, offsets.contiguous(), offsets if squares is None else squares.contiguous(), scores, tops,
+        n_ctx, n_seg, segment, sinks, h_plan, heads_per_kv,
         *k.stride()[:3], *projections.stride()[:4], *scores.stride()[:3], *tops.stride()[:3],
-        HEAD_DIM=dim, N_PROJ=n_proj, BLOCK_S=block_s, BLOCK_N=block_n,
+        HEAD_DIM=dim, N_PROJ=n_proj, HAS_SQUARES=squares is not None, BLOCK_S=block_s, BLOCK_N=block_n,
         # fp32 inputs (tests, studies) score exactly; fp16 / bf16 products are exact in fp32 anyway.
         DOT_PRECISION="ieee" if k.dtype == torch.float32 else "tf32", num_warps=shape["num_warps"],
     )

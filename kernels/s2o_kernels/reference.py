@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -125,6 +126,39 @@ def _list_keys(plan: Plan, b: int, hp: int, seg: int) -> Tensor:
     return plan.key_index[b, hp, start:start + length].long()
 
 
+@dataclass
+class _SegmentList:
+    """One (batch, plan head, segment) as the executor's programs see it: the query heads it serves
+    (the G heads of a kv head when lists are shared), its kv head, the query positions of the plan
+    head's tile slots (whole sequence), its slots [lo, hi) and its ranked list of keys."""
+
+    b: int
+    hp: int
+    heads: list[int]
+    kv_head: int
+    positions: Tensor
+    seg: int
+    lo: int
+    hi: int
+    keys: Tensor
+
+
+def _segment_lists(q: Tensor, k: Tensor, plan: Plan):
+    """Every (batch, plan head, segment) that holds queries, in order (the twins' shared loop)."""
+    batch, q_heads, n_ctx, _ = q.shape
+    group = q_heads // k.shape[1]
+    shared = plan.heads == k.shape[1]
+    for b in range(batch):
+        for hp in range(plan.heads):
+            heads = list(range(hp * group, (hp + 1) * group)) if shared else [hp]
+            positions = _slot_positions(plan, b, hp, n_ctx)
+            for seg in range(plan.list_len.shape[-1]):
+                lo, hi = seg * plan.segment, min((seg + 1) * plan.segment, n_ctx)
+                if lo < hi:
+                    yield _SegmentList(b, hp, heads, hp if shared else hp // group, positions, seg, lo, hi,
+                                       _list_keys(plan, b, hp, seg))
+
+
 def _list_ranks(plan: Plan, b: int, hp: int, n_ctx: int) -> Tensor:
     """(n_seg, N) int64: each key's rank in its segment's list (int64 max when it is not listed)."""
     n_seg = plan.list_len.shape[-1]
@@ -189,57 +223,46 @@ def check_stop_rule(q: Tensor, k: Tensor, v: Tensor, plan: Plan, chunks: Tensor,
     check_stop_rule_name(stop_rule)
     check_patience(patience)
     what = "max gain" if stop_rule == "chunk" else "max tail bound"
-    batch, q_heads, n_ctx, head_dim = q.shape
-    kv_heads = k.shape[1]
-    group = q_heads // kv_heads
-    shared = plan.heads == kv_heads
+    n_ctx, head_dim = q.shape[2], q.shape[3]
     scale = scale if scale is not None else 1.0 / math.sqrt(head_dim)
-    n_seg = plan.list_len.shape[-1]
     problems: list[str] = []
-    for b in range(batch):
-        for hp in range(plan.heads):
-            heads = list(range(hp * group, (hp + 1) * group)) if shared else [hp]
-            kvh = hp if shared else hp // group
-            positions = _slot_positions(plan, b, hp, n_ctx)
-            for seg in range(n_seg):
-                keys = _list_keys(plan, b, hp, seg)
-                n_chunks = -(-keys.numel() // block_n)
-                lo, hi = seg * plan.segment, min((seg + 1) * plan.segment, n_ctx)
-                tiles = range(lo // block_m, -(-hi // block_m))
-                gains = None
-                for t in tiles:
-                    where = f"batch {b}, plan head {hp}, tile {t}"
-                    walked = {int(chunks[b, h, t]) for h in heads}
-                    if len(walked) != 1:
-                        problems.append(f"{where}: heads sharing a list walked different chunk counts {sorted(walked)}")
-                        continue
-                    walked_n = walked.pop()
-                    if not (min(n_chunks, 1) <= walked_n <= n_chunks):
-                        problems.append(f"{where}: walked {walked_n} chunks of {n_chunks}")
-                        continue
-                    if walked_n == n_chunks and (tau == 0 or n_chunks == 0):
-                        continue
-                    if tau == 0:
-                        problems.append(f"{where}: tau = 0 but stopped after {walked_n} of {n_chunks} chunks")
-                        continue
-                    if gains is None:  # (rows of the segment, n_chunks), max over the program's heads
-                        gains = _segment_gains(q[b, heads].double(), k[b, kvh].double(), positions[lo:hi], keys,
-                                               plan, seg, n_ctx, scale, block_n, stop_rule)
-                    tile_gains = gains[t * block_m - lo: min((t + 1) * block_m, hi) - lo].amax(0).tolist()
-                    surely_dull = [g < tau * (1 - rtol) - atol for g in tile_gains]
-                    maybe_dull = [g < tau * (1 + rtol) + atol for g in tile_gains]
-                    if walked_n < n_chunks and walked_n % patience:
-                        problems.append(f"{where}: stopped after {walked_n} chunks, inside a burst of {patience}")
-                        continue
-                    for first in range(0, walked_n - patience, patience):
-                        if all(surely_dull[first:first + patience]):
-                            problems.append(f"{where}: walked on after the burst of chunks {first}..{first + patience - 1}"
-                                            f" whose {what} were all < tau {tau:g}")
-                            break
-                    last = walked_n - patience
-                    if walked_n < n_chunks and not all(maybe_dull[last:walked_n]):
-                        problems.append(f"{where}: stopped after the burst of chunks {last}..{walked_n - 1} though "
-                                        f"one had {what} >= tau {tau:g} ({max(tile_gains[last:walked_n]):.3g})")
+    for lst in _segment_lists(q, k, plan):
+        b, keys, lo, hi = lst.b, lst.keys, lst.lo, lst.hi
+        n_chunks = -(-keys.numel() // block_n)
+        gains = None
+        for t in range(lo // block_m, -(-hi // block_m)):
+            where = f"batch {b}, plan head {lst.hp}, tile {t}"
+            walked = {int(chunks[b, h, t]) for h in lst.heads}
+            if len(walked) != 1:
+                problems.append(f"{where}: heads sharing a list walked different chunk counts {sorted(walked)}")
+                continue
+            walked_n = walked.pop()
+            if not (min(n_chunks, 1) <= walked_n <= n_chunks):
+                problems.append(f"{where}: walked {walked_n} chunks of {n_chunks}")
+                continue
+            if walked_n == n_chunks and (tau == 0 or n_chunks == 0):
+                continue
+            if tau == 0:
+                problems.append(f"{where}: tau = 0 but stopped after {walked_n} of {n_chunks} chunks")
+                continue
+            if gains is None:  # (rows of the segment, n_chunks), max over the program's heads
+                gains = _segment_gains(q[b, lst.heads].double(), k[b, lst.kv_head].double(), lst.positions[lo:hi],
+                                       keys, plan, lst.seg, n_ctx, scale, block_n, stop_rule)
+            tile_gains = gains[t * block_m - lo: min((t + 1) * block_m, hi) - lo].amax(0).tolist()
+            surely_dull = [g < tau * (1 - rtol) - atol for g in tile_gains]
+            maybe_dull = [g < tau * (1 + rtol) + atol for g in tile_gains]
+            if walked_n < n_chunks and walked_n % patience:
+                problems.append(f"{where}: stopped after {walked_n} chunks, inside a burst of {patience}")
+                continue
+            for first in range(0, walked_n - patience, patience):
+                if all(surely_dull[first:first + patience]):
+                    problems.append(f"{where}: walked on after the burst of chunks {first}..{first + patience - 1}"
+                                    f" whose {what} were all < tau {tau:g}")
+                    break
+            last = walked_n - patience
+            if walked_n < n_chunks and not all(maybe_dull[last:walked_n]):
+                problems.append(f"{where}: stopped after the burst of chunks {last}..{walked_n - 1} though "
+                                f"one had {what} >= tau {tau:g} ({max(tile_gains[last:walked_n]):.3g})")
     return problems
 
 
@@ -288,28 +311,17 @@ def torch_decide_chunks(q: Tensor, k: Tensor, plan: Plan, tau: float, *, scale: 
     check_stop_rule_name(stop_rule)
     check_patience(patience)
     batch, q_heads, n_ctx, head_dim = q.shape
-    kv_heads = k.shape[1]
-    group = q_heads // kv_heads
-    shared = plan.heads == kv_heads
     scale = scale if scale is not None else 1.0 / math.sqrt(head_dim)
-    n_tiles = -(-n_ctx // block_m)
-    chunks = torch.zeros(batch, q_heads, n_tiles, dtype=torch.int32)
-    for b in range(batch):
-        for hp in range(plan.heads):
-            heads = list(range(hp * group, (hp + 1) * group)) if shared else [hp]
-            kvh = hp if shared else hp // group
-            positions = _slot_positions(plan, b, hp, n_ctx)
-            for seg in range(plan.list_len.shape[-1]):
-                keys = _list_keys(plan, b, hp, seg)
-                n_chunks = -(-keys.numel() // block_n)
-                lo, hi = seg * plan.segment, min((seg + 1) * plan.segment, n_ctx)
-                if n_chunks == 0 or lo >= hi:
-                    continue
-                gains = _segment_gains(q[b, heads].double(), k[b, kvh].double(), positions[lo:hi], keys, plan,
-                                       seg, n_ctx, scale, block_n, stop_rule)
-                for t in range(lo // block_m, -(-hi // block_m)):
-                    tile = gains[t * block_m - lo: min((t + 1) * block_m, hi) - lo].amax(0)
-                    chunks[b, heads, t] = _chunks_until_dull_burst(tile < tau, patience) if tau > 0 else n_chunks
+    chunks = torch.zeros(batch, q_heads, -(-n_ctx // block_m), dtype=torch.int32)
+    for lst in _segment_lists(q, k, plan):
+        n_chunks = -(-lst.keys.numel() // block_n)
+        if n_chunks == 0:
+            continue
+        gains = _segment_gains(q[lst.b, lst.heads].double(), k[lst.b, lst.kv_head].double(),
+                               lst.positions[lst.lo:lst.hi], lst.keys, plan, lst.seg, n_ctx, scale, block_n, stop_rule)
+        for t in range(lst.lo // block_m, -(-lst.hi // block_m)):
+            tile = gains[t * block_m - lst.lo: min((t + 1) * block_m, lst.hi) - lst.lo].amax(0)
+            chunks[lst.b, lst.heads, t] = _chunks_until_dull_burst(tile < tau, patience) if tau > 0 else n_chunks
     return chunks
 
 
@@ -332,6 +344,7 @@ def torch_s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sink
     kv_heads = k.shape[1]
     projections = score_projections(q, k, segment, score=score, rank=rank, scale=scale)
     rounded = projections.vectors.to(k.dtype).float()
+    squares = None if projections.squares is None else projections.squares.to(k.dtype).float()
     h_plan = projections.heads
     heads_per_kv = h_plan // kv_heads
     lengths, _ = plan_layout(n_ctx, segment, sinks)
@@ -344,7 +357,12 @@ def torch_s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sink
             for s, n in enumerate(lengths.tolist()):
                 if n == 0:
                     continue
-                scores = ranking_scores(keys[sinks:sinks + n], rounded[b, h, s], projections.offsets[b, h, s])
+                listed = keys[sinks:sinks + n]
+                if squares is None:
+                    scores = ranking_scores(listed, rounded[b, h, s], projections.offsets[b, h, s])
+                else:  # the kernel squares each key in fp32 and multiplies in k's dtype
+                    scores = (ranking_scores(listed, rounded[b, h, s], projections.offsets[b, h, s])
+                              + (listed ** 2).to(k.dtype).float() @ squares[b, h, s])
                 if n_buckets:
                     buckets = bucket_of(scores, scores.max(), n_buckets, span)
                     histogram[b, h, s] = torch.bincount(buckets, minlength=n_buckets).to(torch.int32)
@@ -353,7 +371,7 @@ def torch_s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sink
                     order = torch.sort(scores, descending=True, stable=True).indices
                 key_index[b, h, offset:offset + n] = (order + sinks).to(torch.int32)
                 offset += n
-    order = query_order_by_guide(q, projections.vectors[:, :, :, 0, :], segment) if query_permute else None
+    order = query_order_by_guide(q, projections.guides, segment) if query_permute else None
     if not n_buckets:  # an exact sort counts no buckets
         return segment_plan(q, segment, sinks, key_index, order)
     return segment_plan(q, segment, sinks, key_index, order, score_histogram=histogram, bucket_width=span / n_buckets)
@@ -369,34 +387,24 @@ def torch_decide_skips(q: Tensor, k: Tensor, plan: Plan, skip_gap: float, *, sca
     ``(skipped bool (batch, q_heads, n_tiles, max_chunks), skipped_keys int32 (batch, q_heads, n_tiles))``.
     """
     batch, q_heads, n_ctx, head_dim = q.shape
-    kv_heads = k.shape[1]
-    group = q_heads // kv_heads
-    shared = plan.heads == kv_heads
     scale = scale if scale is not None else 1.0 / math.sqrt(head_dim)
     n_tiles = -(-n_ctx // block_m)
     max_chunks = max(1, -(-int(plan.list_len.max()) // block_n)) if plan.list_len.numel() else 1
     skipped = torch.zeros(batch, q_heads, n_tiles, max_chunks, dtype=torch.bool)
     skipped_keys = torch.zeros(batch, q_heads, n_tiles, dtype=torch.int32)
-    for b in range(batch):
-        for hp in range(plan.heads):
-            heads = list(range(hp * group, (hp + 1) * group)) if shared else [hp]
-            kvh = hp if shared else hp // group
-            positions = _slot_positions(plan, b, hp, n_ctx)
-            for seg in range(plan.list_len.shape[-1]):
-                keys = _list_keys(plan, b, hp, seg)
-                lo, hi = seg * plan.segment, min((seg + 1) * plan.segment, n_ctx)
-                if keys.numel() == 0 or lo >= hi:
-                    continue
-                n_chunks = -(-keys.numel() // block_n)
-                for t in range(lo // block_m, -(-hi // block_m)):
-                    rows = positions[t * block_m:min((t + 1) * block_m, hi)]
-                    scores = q[b, heads][:, rows].double() @ k[b, kvh].double().T * scale  # (heads, rows, N)
-                    pass1 = _pass1_mask(plan, rows, seg * plan.segment, n_ctx)
-                    running = scores.masked_fill(~pass1, float("-inf")).amax(-1)  # (heads, rows)
-                    for c in range(n_chunks):
-                        chunk_max = scores[..., keys[c * block_n:(c + 1) * block_n]].amax(-1)
-                        if float((chunk_max - running).max()) < -skip_gap:
-                            skipped[b, heads, t, c] = True
-                            skipped_keys[b, heads, t] += min(block_n, keys.numel() - c * block_n)
-                        running = torch.maximum(running, chunk_max)
+    for lst in _segment_lists(q, k, plan):
+        b, heads, keys = lst.b, lst.heads, lst.keys
+        if keys.numel() == 0:
+            continue
+        for t in range(lst.lo // block_m, -(-lst.hi // block_m)):
+            rows = lst.positions[t * block_m:min((t + 1) * block_m, lst.hi)]
+            scores = q[b, heads][:, rows].double() @ k[b, lst.kv_head].double().T * scale  # (heads, rows, N)
+            pass1 = _pass1_mask(plan, rows, lst.lo, n_ctx)
+            running = scores.masked_fill(~pass1, float("-inf")).amax(-1)  # (heads, rows)
+            for c in range(-(-keys.numel() // block_n)):
+                chunk_max = scores[..., keys[c * block_n:(c + 1) * block_n]].amax(-1)
+                if float((chunk_max - running).max()) < -skip_gap:
+                    skipped[b, heads, t, c] = True
+                    skipped_keys[b, heads, t] += min(block_n, keys.numel() - c * block_n)
+                running = torch.maximum(running, chunk_max)
     return skipped, skipped_keys

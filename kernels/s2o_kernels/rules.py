@@ -83,3 +83,21 @@ def tile_positions(q_heads: int, plan_heads: int, kv_heads: int, segment: int, b
     heads_per_tile = q_heads // kv_heads if plan_heads == kv_heads else 1
     padded = 1 << (heads_per_tile - 1).bit_length()
     return math.gcd(max(DEFAULT_ROWS // padded, 1), segment)
+
+
+def check_tile_shape(block_m: int | None, block_n: int | None, heads_per_tile: int, segment: int) -> None:
+    """An executor tile the kernel can run (None: not chosen yet, the autotuner's to pick): block_m
+    query positions x heads_per_tile packed heads (a power of two) within 16..256 rows, block_m
+    dividing the segment; block_n keys per chunk within 16..256; both powers of two."""
+    if heads_per_tile > 128:
+        raise ValueError(f"at most 128 query heads may share one list (one tile row each); got {heads_per_tile}")
+    for name, value in (("block_m", block_m), ("block_n", block_n)):
+        if value is not None and (value < 1 or value & (value - 1)):
+            raise ValueError(f"{name} must be a power of two; got {value}")
+    if block_m is not None:
+        if not 16 <= block_m * heads_per_tile <= 256:
+            raise ValueError(f"block_m x heads per tile ({block_m} x {heads_per_tile}) must be within 16..256 rows")
+        if segment % block_m != 0:
+            raise ValueError(f"plan.segment ({segment}) must be a multiple of block_m ({block_m})")
+    if block_n is not None and not 16 <= block_n <= 256:
+        raise ValueError(f"block_n must be within 16..256; got {block_n}")

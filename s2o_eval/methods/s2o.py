@@ -36,8 +36,10 @@ class S2O(SparseMethod):
     sinks (64): first keys always computed exactly (attention sinks).
     score ("head_mean"): what keys are ranked by: "head_mean", one list per query head, by the
         segment's mean query's logit; "gauss", the same plus half the logit's variance over the
-        segment's queries (a rank-``rank`` covariance); "mean", one list per kv head shared by its GQA
-        group. The default is the one that measured best at equal error (reports/bench/NOTES.md).
+        segment's queries (a rank-``rank`` covariance); "diag", the same with the covariance's diagonal
+        (no eigen-decomposition: about head_mean's plan cost); "mean", one list per kv head shared by
+        its GQA group. The default is the one that measured best at equal error on the GPU
+        (reports/bench/NOTES.md).
     rank (8): the covariance's rank for score "gauss".
     patience (4): chunks in a row that must each bring every row < tau before a tile stops.
     stop_rule ("chunk"): the test of a chunk: "chunk", its share of each row's mass; "tail", (keys
