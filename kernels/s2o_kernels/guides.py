@@ -75,6 +75,19 @@ def segment_means(q: Tensor, segment: int, scale: float = 1.0) -> Tensor:
     return rows.sum(3, dtype=torch.float32) * (scale / counts.to(torch.float32))[:, None]
 
 
+def segment_moments(x: Tensor, segment: int) -> tuple[Tensor, Tensor]:
+    """Mean and variance over each segment's rows, per dimension: fp32 ``(batch, heads, n_seg, dim)``
+    each. Reduced in x's dtype with fp32 accumulation (no fp32 copy of x: at 128K that would be GBs);
+    a ragged last segment over the rows it has."""
+    n_ctx = x.shape[2]
+    full = n_ctx // segment
+    var, mean = torch.var_mean(x[:, :, :full * segment].unflatten(2, (full, segment)), dim=3, correction=0)
+    if n_ctx % segment:
+        var_t, mean_t = torch.var_mean(x[:, :, full * segment:], dim=2, keepdim=True, correction=0)
+        var, mean = torch.cat([var, var_t], 2), torch.cat([mean, mean_t], 2)
+    return mean.float(), var.float()
+
+
 def covariance_factors(rows: Tensor, counts: Tensor, mean: Tensor, rank: int,
                        iterations: int = SUBSPACE_ITERATIONS) -> Tensor:
     """F ``(..., rank, D)`` with F^T F the rank-``rank`` approximation of each segment's covariance.
@@ -165,16 +178,14 @@ def score_projections(q: Tensor, k: Tensor, segment: int, *, score: str = DEFAUL
             means = means.view(batch, kv_heads, group, -1, dim).mean(2)
         vectors = means[:, :, :, None, :].contiguous()
         return Projections(vectors, torch.zeros(vectors.shape[:-1], device=q.device), means)
-    rows, counts = _segment_rows(q, segment)
     if score == "diag":
-        mean = rows.sum(3, dtype=torch.float32) / counts.to(torch.float32)[:, None]
-        second = (rows.float() ** 2).sum(3) / counts.to(torch.float32)[:, None]
-        var = (second - mean ** 2).clamp(min=0) * scale ** 2  # of the scaled queries, per dim
-        mean = mean * scale
+        mean, var = segment_moments(q, segment)
+        mean, var = mean * scale, var * scale ** 2  # of the scaled queries, per dim
         centre = prefix_mean_keys(k, segment).repeat_interleave(group, 1)  # (B, Hq, n_seg, D)
         vectors = (mean - var * centre)[:, :, :, None, :].contiguous()
         return Projections(vectors, torch.zeros(vectors.shape[:-1], device=q.device), mean,
                            (0.5 * var).contiguous())
+    rows, counts = _segment_rows(q, segment)
     mean = rows.sum(3, dtype=torch.float32) / counts.to(torch.float32)[:, None]
     factors = covariance_factors(rows, counts, mean, rank) * scale  # (B, Hq, n_seg, rank, D)
     mean = mean * scale
