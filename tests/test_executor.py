@@ -165,14 +165,13 @@ def test_dense_plan_tau0_is_dense_causal(batch, q_heads, kv_heads, n_ctx, head_d
     assert stats.chunks.shape == (batch, q_heads, -(-n_ctx // block_m))
 
 
-@pytest.mark.parametrize("per_head,prefetch_index", [(False, False), (True, False), (True, True)],
-                         ids=["shared", "per-head", "per-head-prefetch-index"])
-def test_permuted_lists_and_query_order_tau0_is_dense(per_head, prefetch_index):
+@pytest.mark.parametrize("per_head", [False, True], ids=["shared", "per-head"])
+def test_permuted_lists_and_query_order_tau0_is_dense(per_head):
     batch, q_heads, kv_heads, n_ctx, head_dim, segment, sinks = 2, 4, 2, 150, 64, 32, 5
     q, k, v = make_qkv(7 + per_head, batch, q_heads, kv_heads, n_ctx, head_dim)
     plan = build_plan(q, k, segment, sinks, seed=11, per_head=per_head, permute_queries=True)
     block_m = 8 if not per_head else 16
-    out, stats = run(q, k, v, plan, 0.0, block_m, 16, prefetch_index=prefetch_index)
+    out, stats = run(q, k, v, plan, 0.0, block_m, 16)
     assert_close(out, exact_reference(q, k, v), q.dtype)
     assert stats.density == 1.0
 
@@ -260,10 +259,7 @@ def test_tail_stop_obeys_rule_and_matches_replay(q_heads, kv_heads, head_dim, pe
 
 @pytest.mark.parametrize("q_heads,kv_heads,per_head,block_m,launch,patience", [
     pytest.param(4, 1, False, 8, {"stop_burst": 1}, 2, id="gqa4-shared-while-p2"),
-    pytest.param(4, 1, False, 8, {"prefetch_index": True}, 3, id="gqa4-shared-prefetch-index-p3"),
-    pytest.param(2, 2, True, 16, {"prefetch_index": True}, 2, id="mha-per-head-prefetch-index-p2"),
-    pytest.param(4, 1, False, 8, {"bursts_per_loop": 3}, 2, id="gqa4-shared-3-bursts-per-loop-p2"),
-    pytest.param(2, 1, True, 16, {"bursts_per_loop": 2, "prefetch_index": True}, 3, id="gqa2-per-head-2-bursts-prefetch-p3"),
+    pytest.param(4, 1, False, 8, {"stop_burst": 2}, 3, id="gqa4-shared-p3"),
     pytest.param(2, 1, True, 16, {"stop_burst": 2}, 3, id="gqa2-per-head-burst2-p3"),
     pytest.param(2, 1, True, 16, {"stop_burst": 2, "interleave_heads": False}, 3, id="gqa2-per-head-head-major-p3"),
     pytest.param(2, 2, True, 16, {"stop_burst": 4}, 2, id="mha-per-head-burst4-p2"),
@@ -367,8 +363,8 @@ def test_executor_rejects_bad_inputs():
 
 
 def test_exec_config_from_environment(monkeypatch):
-    assert ExecConfig.parse("block_m=16, block_n=32,num_warps=8,prefetch_index=1,stop_burst=1,maxnreg=128") == \
-        ExecConfig(16, 32, 8, 2, prefetch_index=True, stop_burst=1, maxnreg=128)
+    assert ExecConfig.parse("block_m=16, block_n=32,num_warps=8,stop_burst=1,maxnreg=128") == \
+        ExecConfig(16, 32, 8, 2, stop_burst=1, maxnreg=128)
     with pytest.raises(ValueError, match="block_m"):
         ExecConfig.parse("block_n=32")
     q, k, v = make_qkv(4, 1, 2, 2, 40, 64)
@@ -387,9 +383,8 @@ def test_exec_config_from_environment(monkeypatch):
 @pytest.mark.parametrize("q_heads,kv_heads,head_dim,config", [
     pytest.param(4, 1, 64, ExecConfig(block_m=32, block_n=64, stop_burst=4), id="gqa4-d64-pinned"),
     pytest.param(8, 8, 128, None, id="mha-d128-autotuned"),
-    pytest.param(8, 2, 256, ExecConfig(block_m=16, block_n=64, stop_burst=1, prefetch_index=True), id="gqa4-d256-while"),
-    pytest.param(8, 8, 128, ExecConfig(block_m=128, block_n=64, num_warps=8, maxnreg=128, prefetch_index=True),
-                 id="mha-d128-two-programs"),
+    pytest.param(8, 2, 256, ExecConfig(block_m=16, block_n=64, stop_burst=1), id="gqa4-d256-burst1"),
+    pytest.param(8, 8, 128, ExecConfig(block_m=128, block_n=64, num_warps=8, maxnreg=128), id="mha-d128-two-programs"),
 ])
 def test_bf16_dense_and_early_stop(q_heads, kv_heads, head_dim, config):
     n_ctx = 1000

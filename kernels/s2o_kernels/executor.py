@@ -14,8 +14,8 @@ state; ``_sparse_attention_fwd`` is the kernel; ``sparse_attention`` validates, 
 strides and derives the statistics.
 
 Tuning knobs on the GPU: tile rows (BLOCK_M), chunk size (BLOCK_N), num_warps, num_stages, a register
-cap (maxnreg), PREFETCH_INDEX (key positions read two chunks ahead) and, with tau > 0 at patience 1,
-STOP_BURST (chunks per pipelined burst of the stopping walk). By default they are autotuned (configs
+cap (maxnreg) and, with tau > 0 at patience 1, STOP_BURST (chunks per pipelined burst of the stopping
+walk). By default they are autotuned (configs
 below, keyed on a power-of-two bucket of N, head dim and the plan's shape); ``config=ExecConfig(...)`` or
 the environment variable ``S2O_EXEC_CONFIG="block_m=32,block_n=32,num_warps=8,num_stages=2,stop_burst=4"``
 pins one (the CPU interpreter always runs one pinned config). Tile shapes change which keys the stopping
@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .launch import DEFAULT_BURSTS_PER_LOOP, DEFAULT_PREFETCH_INDEX, DEFAULT_STOP_BURST, ExecConfig, ExecStats, exec_stats
+from .launch import DEFAULT_STOP_BURST, ExecConfig, ExecStats, exec_stats
 from .plan import Plan, check_walk
 from .rules import DEFAULT_ROWS, DEFAULT_STOP_RULE, EXEC_CONFIG_ENV, check_tile_shape, default_block_n
 
@@ -124,26 +124,13 @@ def _attend_chunk(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, idx, v
 
 @triton.jit
 def _walk_list(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, LIST, n_keys, qk_scale,
-               offs_n, offs_d, first_key, BLOCK_N: tl.constexpr, IN_ORDER: tl.constexpr,
-               PREFETCH_INDEX: tl.constexpr):
-    """Pass 2 without stopping (tau = 0): every chunk of the list, as a software-pipelined for loop.
-
-    PREFETCH_INDEX reads each chunk's key positions two chunks ahead (carried in registers), so that
-    the pipeline can issue a chunk's gathers without first waiting on the read of its positions.
-    """
+               offs_n, offs_d, first_key, BLOCK_N: tl.constexpr, IN_ORDER: tl.constexpr):
+    """Pass 2 without stopping (tau = 0): every chunk of the list, as a software-pipelined for loop."""
     n_chunks = tl.cdiv(n_keys, BLOCK_N)
-    idx = _list_keys(LIST, 0, n_keys, offs_n, first_key, BLOCK_N, IN_ORDER)
-    idx1 = _list_keys(LIST, 1, n_keys, offs_n, first_key, BLOCK_N, IN_ORDER)
     for c in tl.range(0, n_chunks):
-        if PREFETCH_INDEX:
-            idx2 = _list_keys(LIST, c + 2, n_keys, offs_n, first_key, BLOCK_N, IN_ORDER)
-        else:
-            idx = _list_keys(LIST, c, n_keys, offs_n, first_key, BLOCK_N, IN_ORDER)
+        idx = _list_keys(LIST, c, n_keys, offs_n, first_key, BLOCK_N, IN_ORDER)
         acc, l_i, m_i, _, _ = _attend_chunk(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, idx,
                                             c * BLOCK_N + offs_n < n_keys, qk_scale, offs_d)
-        if PREFETCH_INDEX:
-            idx = idx1
-            idx1 = idx2
     return acc, l_i, m_i, n_chunks
 
 
@@ -219,53 +206,28 @@ def _walk_list_in_bursts(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
 @triton.jit
 def _walk_list_with_patience(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn, stride_vn, LIST, n_keys,
                              qk_scale, tau, offs_n, offs_d, BLOCK_N: tl.constexpr, PATIENCE: tl.constexpr,
-                             TAIL_STOP: tl.constexpr, PREFETCH_INDEX: tl.constexpr, BURSTS_PER_LOOP: tl.constexpr):
-    """Pass 2 with S2O's stop at patience P > 1: bursts of P chunks; the walk ends after the first burst
-    in which every chunk was dull for every row.
+                             TAIL_STOP: tl.constexpr):
+    """Pass 2 with S2O's stop at patience P > 1: bursts of P chunks, each a pipelined for loop with no
+    decision inside; the walk ends after the first burst in which every chunk was dull for every row.
 
     Each row keeps the largest progress (``_row_progress``) its chunks of the burst had; only its sign
-    matters, so values under different running maxima compare fine. The last burst of a list may run
-    past its end (slots there score -inf: they change nothing and are not counted).
-    A pipelined for loop runs BURSTS_PER_LOOP bursts, inside a while loop that ends the walk. With 1,
-    the loop holds no decision: one reduction over rows per burst is the only synchronisation, but
-    each burst restarts the pipeline (its first gathers wait in full). With more, the loop decides at
-    each burst's end and the bursts after a stop are loaded and multiplied but score -inf (as in
-    ``_walk_list_in_bursts``): fewer restarts, for a reduction per chunk and some speculation.
-    PREFETCH_INDEX: key positions read two chunks ahead, across bursts too (see ``_walk_list``).
+    matters, so values under different running maxima compare fine. One reduction over rows per burst
+    is the only synchronisation; the last burst of a list may run past its end (slots there score
+    -inf: they change nothing and are not counted).
     """
     n_chunks = tl.cdiv(n_keys, BLOCK_N)
     walked = n_chunks * 0
     go = n_chunks > 0
-    idx = _list_keys(LIST, 0, n_keys, offs_n, 0, BLOCK_N, False)
-    idx1 = _list_keys(LIST, 1, n_keys, offs_n, 0, BLOCK_N, False)
-    first = n_chunks * 0
     while go:
         brightest = tl.full(l_i.shape, -1.0, tl.float32)
-        for j in tl.range(0, PATIENCE * BURSTS_PER_LOOP):
-            if PREFETCH_INDEX:
-                idx2 = _list_keys(LIST, first + j + 2, n_keys, offs_n, 0, BLOCK_N, False)
-            else:
-                idx = _list_keys(LIST, first + j, n_keys, offs_n, 0, BLOCK_N, False)
-            visible = (first + j) * BLOCK_N + offs_n < n_keys
-            if BURSTS_PER_LOOP > 1:
-                visible = visible & go
+        for j in tl.range(0, PATIENCE):
+            idx = _list_keys(LIST, walked + j, n_keys, offs_n, 0, BLOCK_N, False)
             acc, l_i, m_i, l_chunk, qk = _attend_chunk(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, idx,
-                                                       visible, qk_scale, offs_d)
-            progress = _row_progress(l_chunk, l_i, m_i, qk, tau, n_keys - (first + j + 1) * BLOCK_N, TAIL_STOP)
+                                                       (walked + j) * BLOCK_N + offs_n < n_keys, qk_scale, offs_d)
+            progress = _row_progress(l_chunk, l_i, m_i, qk, tau, n_keys - (walked + j + 1) * BLOCK_N, TAIL_STOP)
             brightest = tl.maximum(brightest, progress)
-            if BURSTS_PER_LOOP > 1:
-                burst_end = j % PATIENCE == PATIENCE - 1
-                go_on = (tl.max(tl.where(row_valid, brightest, -1.0), 0) >= 0.0) & (first + j + 1 < n_chunks)
-                walked += tl.where(go & burst_end, PATIENCE, 0)
-                go = go & (go_on | (j % PATIENCE != PATIENCE - 1))
-                brightest = tl.where(burst_end, -1.0, brightest)
-            if PREFETCH_INDEX:
-                idx = idx1
-                idx1 = idx2
-        first += PATIENCE * BURSTS_PER_LOOP
-        if BURSTS_PER_LOOP == 1:
-            walked = first
-            go = (walked < n_chunks) & (tl.max(tl.where(row_valid, brightest, -1.0), 0) >= 0.0)
+        walked += PATIENCE
+        go = (walked < n_chunks) & (tl.max(tl.where(row_valid, brightest, -1.0), 0) >= 0.0)
     return acc, l_i, m_i, tl.minimum(walked, n_chunks)
 
 
@@ -306,8 +268,6 @@ def _sparse_attention_fwd(
     INTERLEAVE: tl.constexpr,  # per-head lists, GROUP > 1: a kv group's heads take adjacent programs
     SKIP_SOFTMAX: tl.constexpr,  # tau = 0: skip the softmax and P.V of chunks far below every row's max
     IN_ORDER: tl.constexpr,  # tau = 0: lists hold keys [SINKS, SINKS + len) in position order, unread
-    PREFETCH_INDEX: tl.constexpr,  # pipelined walks read key positions two chunks ahead
-    BURSTS_PER_LOOP: tl.constexpr,  # tau > 0, patience > 1: bursts per pipelined loop
 ):
     # GQA with shared lists packs the G heads' copies of the tile's positions into the rows of one
     # tile (row = head * TILE_POS + slot) rather than looping over heads inside the program: a loop
@@ -388,8 +348,7 @@ def _sparse_attention_fwd(
     if EARLY_STOP and PATIENCE > 1:
         acc, l_i, m_i, walked = _walk_list_with_patience(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
                                                          stride_vn, LIST, n_keys, qk_scale, tau, offs_n, offs_d,
-                                                         BLOCK_N, PATIENCE, TAIL_STOP, PREFETCH_INDEX,
-                                                         BURSTS_PER_LOOP)
+                                                         BLOCK_N, PATIENCE, TAIL_STOP)
     elif EARLY_STOP:
         acc, l_i, m_i, walked = _walk_list_in_bursts(acc, l_i, m_i, q, row_valid, K_head, V_head, stride_kn,
                                                      stride_vn, LIST, n_keys, qk_scale, tau, offs_n, offs_d,
@@ -400,7 +359,7 @@ def _sparse_attention_fwd(
                                                              offs_d, SINKS, BLOCK_N, IN_ORDER)
     else:
         acc, l_i, m_i, walked = _walk_list(acc, l_i, m_i, q, K_head, V_head, stride_kn, stride_vn, LIST, n_keys,
-                                           qk_scale, offs_n, offs_d, SINKS, BLOCK_N, IN_ORDER, PREFETCH_INDEX)
+                                           qk_scale, offs_n, offs_d, SINKS, BLOCK_N, IN_ORDER)
 
     # Epilogue: every real row has l_i > 0 (its own position is in pass 1), so no NaN.
     out = acc / l_i[:, None]
@@ -584,9 +543,7 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
                      HAS_ORDER=plan.query_order is not None, EARLY_STOP=early_stop,
                      TAIL_STOP=early_stop and stop_rule == "tail", PATIENCE=patience if early_stop else 1,
                      INTERLEAVE=(pinned.interleave_heads if pinned else True) and not shared and group > 1,
-                     SKIP_SOFTMAX=skip_gap > 0, IN_ORDER=plan.in_order,
-                     PREFETCH_INDEX=pinned.prefetch_index if pinned else DEFAULT_PREFETCH_INDEX,
-                     BURSTS_PER_LOOP=pinned.bursts_per_loop if pinned else DEFAULT_BURSTS_PER_LOOP)
+                     SKIP_SOFTMAX=skip_gap > 0, IN_ORDER=plan.in_order)
     if pinned is not None or _interpreting():
         used = pinned or ExecConfig(block_m=block_m, block_n=block_n)
         rows = used.block_m * heads_pp

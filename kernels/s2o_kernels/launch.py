@@ -15,8 +15,6 @@ from .plan import Plan
 from .rules import EXEC_CONFIG_ENV
 
 DEFAULT_STOP_BURST = 4  # chunks per pipelined burst of the stopping walk
-DEFAULT_PREFETCH_INDEX = False  # pipelined walks read key positions two chunks ahead
-DEFAULT_BURSTS_PER_LOOP = 1  # patient walks: bursts of `patience` chunks per pipelined loop
 
 
 @dataclass(frozen=True)
@@ -28,10 +26,7 @@ class ExecConfig:
     pipelined burst (1 pipelines nothing);
     maxnreg: a register cap per thread (a lower cap fits more programs per SM: 128 at head dim <= 128);
     interleave_heads: with per-head lists, the G heads of a kv group run each tile in adjacent
-    programs (their walks over one K/V share L2) rather than head after head; prefetch_index: the
-    pipelined walks read each chunk's key positions two chunks ahead; bursts_per_loop (tau > 0 at
-    patience > 1): bursts of ``patience`` chunks per pipelined loop (more: fewer pipeline restarts, a
-    decision per chunk, speculative chunks after a stop).
+    programs (their walks over one K/V share L2) rather than head after head.
     """
 
     block_m: int
@@ -41,23 +36,20 @@ class ExecConfig:
     stop_burst: int = DEFAULT_STOP_BURST
     maxnreg: int | None = None
     interleave_heads: bool = True
-    prefetch_index: bool = DEFAULT_PREFETCH_INDEX
-    bursts_per_loop: int = DEFAULT_BURSTS_PER_LOOP
 
     @classmethod
     def parse(cls, text: str) -> "ExecConfig":
-        """Parse ``"block_m=16,block_n=32,num_warps=4,num_stages=2,stop_burst=4,prefetch_index=1"``."""
+        """Parse ``"block_m=16,block_n=32,num_warps=4,num_stages=2,stop_burst=4,maxnreg=128"``."""
         fields: dict[str, int] = {}
         for item in filter(None, (part.strip() for part in text.split(","))):
             name, sep, value = item.partition("=")
             if not sep or name.strip() not in cls.__dataclass_fields__:
                 raise ValueError(f"{EXEC_CONFIG_ENV}: cannot read {item!r}; expected e.g. "
-                                 "'block_m=16,block_n=32,num_warps=4,num_stages=2,stop_burst=4,prefetch_index=1'")
+                                 "'block_m=16,block_n=32,num_warps=4,num_stages=2,stop_burst=4,maxnreg=128'")
             fields[name.strip()] = int(value)
         if "block_m" not in fields or "block_n" not in fields:
             raise ValueError(f"{EXEC_CONFIG_ENV} must set at least block_m and block_n; got {text!r}")
         fields["interleave_heads"] = bool(fields.get("interleave_heads", 1))
-        fields["prefetch_index"] = bool(fields.get("prefetch_index", DEFAULT_PREFETCH_INDEX))
         return cls(**fields)
 
 
