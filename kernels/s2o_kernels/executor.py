@@ -37,7 +37,7 @@ from torch import Tensor
 
 from .launch import DEFAULT_STOP_BURST, ExecConfig, ExecStats, exec_stats
 from .plan import Plan, check_walk
-from .rules import DEFAULT_ROWS, DEFAULT_STOP_RULE, EXEC_CONFIG_ENV, check_tile_shape, default_block_n
+from .rules import DEFAULT_ROWS, DEFAULT_STOP_RULE, EXEC_CONFIG_ENV, HEAD_DIMS, check_tile_shape, default_block_n
 
 LOG2_E = 1.4426950408889634  # scores run in log2 units: exp2 instead of exp
 
@@ -491,6 +491,8 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dtype not in (torch.float16, torch.bfloat16):
             raise ValueError(f"{name} must be float16 or bfloat16; got {t.dtype}")
+    if q.shape[-1] not in HEAD_DIMS:
+        raise ValueError(f"head_dim must be one of {HEAD_DIMS}; got {q.shape[-1]}")
     if q.device.type != "cuda" and not _interpreting():
         raise ValueError("sparse_attention needs CUDA tensors (on a CPU, set TRITON_INTERPRET=1 before importing it)")
     batch, q_heads, n_ctx, head_dim = q.shape

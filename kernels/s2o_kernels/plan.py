@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .rules import HEAD_DIMS, check_patience, check_skip_gap, check_stop_rule_name, check_tau
+from .rules import check_patience, check_skip_gap, check_stop_rule_name, check_tau
 
 
 @dataclass
@@ -141,7 +141,7 @@ def _check_tensor(name: str, tensor: Tensor, dtype: torch.dtype, ndim: int, devi
 def check_attention_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
     """What every executor takes (ValueError saying what is wrong): q ``(batch, q_heads, seq_len,
     head_dim)``, k and v ``(batch, kv_heads, seq_len, head_dim)`` on one device in one dtype, q_heads a
-    multiple of kv_heads, head_dim one of HEAD_DIMS."""
+    multiple of kv_heads. (The Triton kernel adds its own limits: dtypes and HEAD_DIMS.)"""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor) or t.dim() != 4:
             raise ValueError(f"{name} must be a 4-D tensor (batch, heads, seq_len, head_dim)")
@@ -154,8 +154,6 @@ def check_attention_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
         raise ValueError(f"k and v must have one shape; got {tuple(k.shape)}, {tuple(v.shape)}")
     if k.shape[0] != batch or k.shape[2] != n_ctx or k.shape[3] != head_dim:
         raise ValueError(f"k (batch, kv_heads, seq_len, head_dim) = {tuple(k.shape)} does not match q {tuple(q.shape)}")
-    if head_dim not in HEAD_DIMS:
-        raise ValueError(f"head_dim must be one of {HEAD_DIMS}; got {head_dim}")
     if n_ctx < 1 or batch < 1:
         raise ValueError("seq_len and batch must be >= 1")
     if q_heads % k.shape[1] != 0:
