@@ -8,6 +8,7 @@ evaluates its own share of the samples on its own device; they meet only at barr
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from . import interruption
 from .errors import ExitCode, UserError
 
 
@@ -112,12 +114,23 @@ def relaunch(n: int, device: str | None) -> int:
         raise UserError(f"--gpus {n}: no GPU here; pass --device cpu to run {n} CPU processes (tests)")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
                "-m", "s2o_eval", *relaunch_args(sys.argv[1:])]
+    stopped = None
     with tempfile.TemporaryDirectory() as folder:
-        status = subprocess.call(command, env=dict(os.environ, **{_EXIT_CODE_DIR: folder}))
+        with subprocess.Popen(command, env=dict(os.environ, **{_EXIT_CODE_DIR: folder})) as launcher:
+            try:
+                status = launcher.wait()
+            except KeyboardInterrupt as stop:  # then each process stops as it would alone, keeping its samples
+                stopped = interruption.signal_of(stop)
+                # a Ctrl-C in the terminal reached torchrun too; a SIGTERM (docker stop, kill) only this process
+                if stopped != signal.SIGINT:
+                    launcher.send_signal(stopped)
+                status = launcher.wait()
         codes = [int(path.read_text()) for path in sorted(Path(folder).glob("rank*"), key=_rank_of)]
     failed = [code for code in codes if code != 0]
     if failed:
         return failed[0]
+    if stopped is not None:
+        return 128 + stopped
     return status if status == 0 else ExitCode.INTERNAL  # a process died without a word (killed, crashed)
 
 

@@ -10,6 +10,7 @@ command, and an exception per code that carries the one line the CLI prints.
          cannot run here, a run directory in use; the message says what to do
     5    internal error: a bug (the traceback is printed)
     130  interrupted (Ctrl-C); a run keeps its finished samples and the same command resumes
+    143  terminated (SIGTERM, as batch schedulers and containers send): as 130
 """
 
 from enum import IntEnum
@@ -22,7 +23,8 @@ class ExitCode(IntEnum):
     NOTHING_EVALUATED = 3
     USAGE = 4
     INTERNAL = 5
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # 128 + SIGINT
+    TERMINATED = 143  # 128 + SIGTERM
 
 
 #: the table above as one paragraph, the epilog of ``s2o-eval --help`` (tests hold the README's table to it)
@@ -30,7 +32,7 @@ EXIT_CODES_HELP = (
     "Exit codes: 0 done; 1 check failed (regress: a regression; scale: scores differ); "
     "2 not comparable (regress, compare); 3 nothing evaluated (run: every task skipped; bench: no method "
     "measured); 4 usage error or bad input (the message says what to do); 5 internal error (a bug); "
-    "130 interrupted (a run resumes where it stopped)."
+    "130 interrupted by Ctrl-C, 143 by SIGTERM (a run resumes where it stopped)."
 )
 
 
@@ -64,7 +66,10 @@ class NothingEvaluated(CommandFailed):
 
 
 class Interrupted(CommandFailed):
-    """Ctrl-C: what was kept and how to go on (exit 130)."""
+    """Ctrl-C or SIGTERM: what was kept and how to go on (exit 130, or 143 for SIGTERM)."""
 
-    exit_code = ExitCode.INTERRUPTED
     label = "Interrupted"
+
+    def __init__(self, message: str, exit_code: int = ExitCode.INTERRUPTED):
+        super().__init__(message)
+        self.exit_code = exit_code

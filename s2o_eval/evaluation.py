@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 
 from . import __version__
-from . import distributed
+from . import distributed, interruption
 from .env import collect_env, git_commit
 from .errors import Interrupted, UserError
 from .decoding import resolve_decode
@@ -330,10 +330,10 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
             try:
                 skipped = _evaluate_into(run_dir, lm, refs, request, loaded, use_template, overhead, report,
                                          progress, place, session.phases)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (``interruption``)
                 if not place.is_main:
                     raise  # the main process says what was kept, once
-                raise session.interrupted() from None
+                raise session.interrupted(interruption.exit_code(stop)) from None
             distributed.barrier(place)  # every shard is complete
             if place.is_main:
                 run_dir.merge_shards()  # also shards a crashed earlier data-parallel run left behind
@@ -368,12 +368,12 @@ class _Session:
             session["interrupted"] = True
         self.run_dir.append_session(session)
 
-    def interrupted(self) -> Interrupted:
-        """Record the session cut short (Ctrl-C); the error that says what was kept and how to go on."""
+    def interrupted(self, exit_code: int) -> Interrupted:
+        """Record the session cut short (Ctrl-C, SIGTERM); the error that says what was kept and how to go on."""
         self.record(interrupted=True)
         kept = len(self.run_dir.done_keys())
         kept_text = "1 finished sample is" if kept == 1 else f"{kept} finished samples are"
-        return Interrupted(f"{kept_text} kept in {self.run_dir.path}: rerun the same command to resume")
+        return Interrupted(f"{kept_text} kept in {self.run_dir.path}: rerun the same command to resume", exit_code)
 
 
 def _evaluate_into(run_dir: RunDir, lm, refs: list[TaskRef], request: RunRequest, loaded, use_template: bool,

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import runlock
+from . import outputs, runlock
 from .errors import UserError
-from .jsonl import append_line, read_objects
+from .jsonl import append_line
+from .reading import AnyOf, InputFile, UnreadableFile
 
 SAMPLE_FIELDS = ("task", "ctx", "index", "prompt_tokens", "prompt_sha", "prediction", "golds",
                  "score", "prefill_ms", "density", "peak_mem_mb", "group")
@@ -43,18 +44,22 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+# What a line of samples.jsonl must hold to count as a finished sample (``reading.shape_problem``); any
+# other line (torn, garbage that happens to parse, a NaN score) is redone. Reports add up every number.
+_NUMBER_OR_NULL = AnyOf((None, float))
+SAMPLE_SHAPE = {"task": str, "ctx": int, "index": int, "score": float, "prompt_tokens?": AnyOf((None, int)),
+                "prefill_ms?": _NUMBER_OR_NULL, "density?": _NUMBER_OR_NULL, "peak_mem_mb?": _NUMBER_OR_NULL,
+                "group?": AnyOf((None, str, [str]))}
+# A config.json that lacks these is damaged (cut down to {} or another object), not another run's
+CONFIG_SHAPE = {"model": object, "method": str, "method_resolved?": AnyOf((None, str)), "method_args?": dict,
+                "tasks?": [str], "ctx?": [int], "rope_scaling?": AnyOf((None, {"factor": float}))}
+SUMMARY_SHAPE = {"config": CONFIG_SHAPE, "results": [dict]}
+SESSION_SHAPE = {"processes": int, "evaluated": int, "load_s": float, "eval_s": float,
+                 "build_s?": _NUMBER_OR_NULL, "warmup_s?": _NUMBER_OR_NULL}
+
+
 def sample_key(record: dict[str, Any]) -> tuple[str, int, int]:
     return (record["task"], int(record["ctx"]), int(record["index"]))
-
-
-def _is_sample(record: dict[str, Any]) -> bool:
-    """Whether a parsed line is a whole sample record (and not, say, garbage that happens to parse)."""
-    try:
-        sample_key(record)
-        float(record["score"])
-    except (KeyError, TypeError, ValueError):
-        return False
-    return isinstance(record["task"], str)
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -63,39 +68,30 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k}: {old.get(k)!r} there, {new.get(k)!r} asked" for k in keys if old.get(k) != new.get(k)]
 
 
-class UnreadableRunFile(UserError):
-    """A run directory's JSON file that does not parse (cut short, or overwritten with garbage)."""
+class UnreadableRunFile(UnreadableFile):
+    """A run directory's JSON file that does not parse (cut short, or overwritten with garbage) or is
+    not what the tool wrote there."""
 
 
 def output_problem(path: Path, what: str) -> str | None:
     """Why a run directory could not be made or written at ``path`` (``what`` names it in the message:
     "--out"), or None when it can. Checked before any work, so that nothing is computed that could
     not be kept."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        return f"{what} {path} is a file: pass a directory (a new one, or a run directory to resume)"
-    samples = path / "samples.jsonl"
+    samples = Path(path) / "samples.jsonl"
     if samples.exists() and not (samples.is_file() and os.access(samples, os.W_OK)):
         return f"{samples} cannot be written: make it a writable file again, or pass another {what}"
-    existing = next(p for p in [path, *path.parents] if p.exists())
-    if not existing.is_dir():
-        return f"{what} {path} cannot be made: {existing} is a file; pass another {what}"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{what} {path} cannot be written: no write permission on {existing}; pass another {what}"
-    return None
+    return outputs.output_problem(path, what)
 
 
-def _read_json_object(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as err:  # not JSON, or not UTF-8
-        reason = f"{err.msg}, line {err.lineno}" if isinstance(err, json.JSONDecodeError) else "not text"
-    else:
-        if isinstance(value, dict):
-            return value
-        reason = "not a JSON object"
-    raise UnreadableRunFile(f"{path} is unreadable ({reason}): rerun the `s2o-eval run` command that made the "
-                            "run, which rewrites it") from None
+def _read_json_object(path: Path, shape: Any) -> dict[str, Any]:
+    source = InputFile(path, "rerun the `s2o-eval run` command that made the run, which rewrites it",
+                       UnreadableRunFile)
+    return source.read_json(shape, f"what `s2o-eval run` writes as {path.name}")
+
+
+def _run_file(path: Path) -> InputFile:
+    """A JSON-lines file of the run, read line by line: what a killed process tore is skipped."""
+    return InputFile(path, "make it a readable file again (it holds the run's finished work)")
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -151,28 +147,26 @@ class RunDir:
         return self.config_path.exists()
 
     def config(self) -> dict[str, Any]:
-        """config.json; UnreadableRunFile when it does not parse."""
-        return _read_json_object(self.config_path)
+        """config.json; UnreadableRunFile when it does not parse or is not a run's config."""
+        return _read_json_object(self.config_path, CONFIG_SHAPE)
 
     def recorded_config(self) -> dict[str, Any] | None:
         """config.json, or when it is missing or damaged the copy inside summary.json; None when
         neither can be read."""
         for read in (self.config, lambda: self.summary()["config"]):
             try:
-                config = read()
-            except (FileNotFoundError, UnreadableRunFile, KeyError):
+                return read()
+            except UnreadableRunFile:  # missing, or damaged
                 continue
-            if isinstance(config, dict):
-                return config
         return None
 
     def env(self) -> dict[str, Any]:
         """env.json ({} when there is none); UnreadableRunFile when it does not parse."""
-        return _read_json_object(self.env_path) if self.env_path.exists() else {}
+        return _read_json_object(self.env_path, dict) if self.env_path.exists() else {}
 
     def summary(self) -> dict[str, Any]:
-        """summary.json; UnreadableRunFile when it does not parse."""
-        return _read_json_object(self.summary_path)
+        """summary.json; UnreadableRunFile when it does not parse or is not a run's summary."""
+        return _read_json_object(self.summary_path, SUMMARY_SHAPE)
 
     def hold(self):
         """A context manager: this process alone works on the run until it exits (``runlock``)."""
@@ -204,8 +198,8 @@ class RunDir:
         whole record (a torn write, garbage) is skipped; the newest record of a (task, ctx, index) wins."""
         latest: dict[tuple, dict] = {}
         for path in [self.samples_path, *self.shard_paths()]:  # shards are newer than the merged file
-            if path.is_file():
-                latest.update((sample_key(r), r) for r in read_objects(path) if _is_sample(r))
+            if path.exists():
+                latest.update((sample_key(r), r) for r in _run_file(path).objects(SAMPLE_SHAPE))
         return list(latest.values())
 
     def merge_shards(self) -> None:
@@ -238,7 +232,7 @@ class RunDir:
 
     def sessions(self) -> list[dict[str, Any]]:
         """The recorded sessions, oldest first; a line that does not parse (a torn write) is skipped."""
-        return list(read_objects(self.sessions_path)) if self.sessions_path.is_file() else []
+        return list(_run_file(self.sessions_path).objects(SESSION_SHAPE)) if self.sessions_path.exists() else []
 
     # -- summary ---------------------------------------------------------------------------------
     def write_summary(self) -> dict[str, Any]:

@@ -4,13 +4,15 @@ lm-eval runs (``s2o_ruler_niah_single_1`` at 4096 tokens), and the named selecti
 from __future__ import annotations
 
 import importlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .reading import AnyOf, InputFile
 
 SUITE_DIR = Path(__file__).resolve().parent / "suites"
+#: a named selection (``--suite``): its tasks and lengths, and optionally a limit and a seed
+NAMED_SUITE_SHAPE = {"tasks": [str], "ctx": AnyOf((str, [str])), "limit?": AnyOf((None, int)), "seed?": int}
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,14 @@ def parse_tasks(specs: list[str]) -> list[TaskRef]:
     return refs
 
 
-def parse_ctx(text: str | list[str]) -> list[int]:
-    """``"4k,32k"`` or ``["4k", "32768"]`` -> ``[4096, 32768]`` (k = 1024)."""
+#: a shorter window leaves a task too little room for its prompt and its generation budget; the operator
+#: commands (bench, capture) measure shorter lengths too
+SHORTEST_TASK_CTX = 1024
+SHORTEST_OPERATOR_CTX = 256
+
+
+def parse_ctx(text: str | list[str], shortest: int = SHORTEST_TASK_CTX) -> list[int]:
+    """``"4k,32k"`` or ``["4k", "32768"]`` -> ``[4096, 32768]`` (k = 1024); each at least ``shortest``."""
     items = text.split(",") if isinstance(text, str) else [p for t in text for p in str(t).split(",")]
     lengths = []
     for item in filter(None, (i.strip().lower() for i in items)):
@@ -100,8 +108,8 @@ def parse_ctx(text: str | list[str]) -> list[int]:
             value = int(float(item[:-1]) * 1024) if item.endswith("k") else int(item)
         except (ValueError, OverflowError):  # OverflowError: "infk"
             raise UserError(f"--ctx '{item}' is not a length: write e.g. 4k,32k or 4096") from None
-        if value < 256:
-            raise UserError(f"--ctx {item} is too short for any task: use at least 1k")
+        if value < shortest:
+            raise UserError(f"--ctx {item} is too short: use at least {ctx_label(shortest).lower()}")
         lengths.append(value)
     if not lengths:
         raise UserError("--ctx is empty: write e.g. --ctx 4k,32k")
@@ -118,5 +126,4 @@ def load_named_suite(name: str) -> dict:
     if not path.exists():
         known = sorted(p.stem for p in SUITE_DIR.glob("*.json"))
         raise UserError(f"unknown suite '{name}': choose one of {', '.join(known) or '(none defined)'}")
-    with open(path) as fh:
-        return json.load(fh)
+    return InputFile(path, "reinstall s2o-eval").read_json(NAMED_SUITE_SHAPE, "a named suite")

@@ -33,10 +33,11 @@ def test_appends_after_a_torn_last_line_start_on_a_line_of_their_own(tmp_path):
             fh.write(b'{"task": "t", "ctx": 1024, "index": 1, "sco')  # killed mid-write
         run.append_sample({"task": "t", "ctx": 1024, "index": 1, "score": 0.0})
         assert sorted(r["index"] for r in run.samples()) == [0, 1]
-        run.append_session({"evaluated": 1})
+        session = {"processes": 1, "load_s": 0.5, "eval_s": 2.0}
+        run.append_session(session | {"evaluated": 1})
         with open(run.sessions_path, "ab") as fh:
             fh.write(b'{"evalua')
-        run.append_session({"evaluated": 2})
+        run.append_session(session | {"evaluated": 2})
         assert [s["evaluated"] for s in run.sessions()] == [1, 2]
 
 

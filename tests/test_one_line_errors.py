@@ -59,7 +59,8 @@ def test_a_malformed_infinitebench_line_names_the_file_and_line(tmp_path):
 
 def test_a_longbench_record_without_a_field_names_the_record(tmp_path):
     path = _bad_data_dir(tmp_path) / "longbench_v2" / "data.json"
-    with pytest.raises(DataUnavailable, match=rf"^{path} record 1 lacks question: replace it"):
+    with pytest.raises(DataUnavailable, match=rf"^{path} is not LongBench-v2's data.json \(record 1 lacks question\): "
+                                              "replace it"):
         read_longbench(path)
 
 
@@ -71,7 +72,7 @@ def test_damaged_dataset_files_skip_their_tasks_in_one_line_each(tiny_model, tmp
     skipped = [line for line in result.output.splitlines() if line.startswith("Skipped:")]
     assert len(skipped) == 2
     assert "passkey.jsonl line 2 is not valid JSON" in skipped[0]
-    assert "data.json record 1 lacks question" in skipped[1]
+    assert "data.json is not LongBench-v2's data.json (record 1 lacks question)" in skipped[1]
 
 
 # -- the model ----------------------------------------------------------------------------------

@@ -191,16 +191,22 @@ def test_runs_of_one_method_get_distinct_labels(tmp_path):
 
 def test_only_common_samples_are_compared_with_warnings(tmp_path):
     base = write_run(tmp_path, "base", "fa3", {(NIAH, K4): [100.0, 100.0, 0.0], (VT, K4): [100.0]})
-    other = write_run(tmp_path, "other", "s2o", {(NIAH, K4): [0.0, 100.0]}, model="llama-3.1-8b")
+    other = write_run(tmp_path, "other", "s2o", {(NIAH, K4): [0.0, 100.0]})
     runs = load_runs([str(base.path), str(other.path)], tmp_path)
     restricted, warnings = restrict_to_common(runs)
     keys = [sorted((s["task"], s["index"]) for s in r.samples) for r in restricted]
     assert keys == [[(NIAH, 0), (NIAH, 1)]] * 2
     text = "\n".join(warnings)
-    assert "different models" in text and "llama-3.1-8b" in text
     assert "different tasks" in text
     assert "only the 2 samples common to all" in text
     assert tables.suite_table(restricted[0].samples)["ctx_avg"] == {K4: 100.0}  # index 2 (a 0) dropped
+
+
+def test_runs_of_different_models_are_not_comparable(tmp_path):
+    base = write_run(tmp_path, "base", "fa3", {(NIAH, K4): [100.0, 100.0]})
+    other = write_run(tmp_path, "other", "s2o", {(NIAH, K4): [0.0, 100.0]}, model="llama-3.1-8b")
+    with pytest.raises(NotComparable, match="different models .*llama-3.1-8b"):
+        restrict_to_common(load_runs([str(base.path), str(other.path)], tmp_path))
 
 
 def test_runs_without_a_shared_sample_are_not_comparable(tmp_path):

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from .. import __version__
 from ..errors import UserError
 from ..models.rope_scaling import RopeScaling, label as rope_label
+from ..outputs import check_output
+from ..reading import AnyOf, InputFile
 from ..sliding import sliding_window_attention
 
 FORMAT = "s2o-eval-capture/1"
@@ -246,18 +248,39 @@ def write_capture(path: Path, layers: list[CapturedLayer], meta: dict[str, Any])
     return path, meta
 
 
+#: what bench reads of a capture (``reading.shape_problem``); the tensors' dimensions are checked apart
+CAPTURE_SHAPE = {
+    "meta": {"format": str, "tokens": int, "layers": [int], "model?": AnyOf((None, {"max_window?": AnyOf((None, int))})),
+             "rope_scaling?": AnyOf((None, {"factor": float})), "texts?": AnyOf((None, [{"sha256": str}]))},
+    "layers": [{"layer": int, "scaling": float, "q": torch.Tensor, "k": torch.Tensor, "v": torch.Tensor}],
+}
+
+
+def _tensor_problem(layer: dict[str, Any], tokens: int) -> str | None:
+    """What is wrong with one captured layer's q, k, v, or None: each (1, heads, tokens, head_dim), k and v
+    alike, q's heads a multiple of k's."""
+    q, k, v = layer["q"], layer["k"], layer["v"]
+    shapes = [tuple(t.shape) for t in (q, k, v)]
+    if (any(len(s) != 4 or s[0] != 1 or s[2] != tokens or 0 in s for s in shapes) or shapes[1] != shapes[2]
+            or q.shape[3] != k.shape[3] or q.shape[1] % k.shape[1]):
+        return f"layer {layer['layer']}'s q, k, v are {', '.join(map(str, shapes))}, not (1, heads, {tokens}, head_dim)"
+    return None
+
+
 def read_capture(path: Path) -> dict[str, Any]:
     """Load a capture (memory-mapped: slicing the first tokens reads only those)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"capture file {path} does not exist: make one with `s2o-eval capture`")
+    source = InputFile(Path(path), "make it again with `s2o-eval capture`")
+    source.check_readable()
     try:
-        payload = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        payload = torch.load(source.path, map_location="cpu", mmap=True, weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise UserError(f"{path} is not a readable capture ({type(error).__name__}): remake it with "
-                        "`s2o-eval capture`") from None
-    if not isinstance(payload, dict) or payload.get("meta", {}).get("format") != FORMAT:
-        raise UserError(f"{path} is not an s2o-eval capture ({FORMAT}): make one with `s2o-eval capture`")
+        raise source.problem(f"is not a readable capture ({type(error).__name__})") from None
+    source.check_shape(payload, CAPTURE_SHAPE, "an s2o-eval capture")
+    if payload["meta"]["format"] != FORMAT or not payload["layers"]:
+        raise source.problem(f"is not an s2o-eval capture ({FORMAT}) with layers")
+    for layer in payload["layers"]:
+        if problem := _tensor_problem(layer, payload["meta"]["tokens"]):
+            raise source.problem(f"is not an s2o-eval capture ({problem})")
     return payload
 
 
@@ -297,9 +320,9 @@ def run_capture(request: CaptureRequest, progress=None) -> tuple[Path, dict[str,
 
     say = progress or (lambda line: None)
     files = [Path(p) for p in request.text_files] if request.text_files else default_text_files()
-    for path in files:
-        if not path.is_file():
-            raise UserError(f"text file {path} does not exist: pass existing files with --text")
+    # read before the model loads: a bad file is refused before any work
+    texts = [InputFile(path, "pass UTF-8 text files with --text").read_text() for path in files]
+    check_output(request.out or Path("captures"), "--out", is_file=request.out is not None)
     device = request.device or ("cuda" if torch.cuda.is_available() else "cpu")
     say(f"loading {request.model} on {device}")
     loaded = load_model(request.model, device=device, dtype=request.dtype, rope_scaling=request.rope_scaling)
@@ -311,7 +334,6 @@ def run_capture(request: CaptureRequest, progress=None) -> tuple[Path, dict[str,
         raise UserError(f"--ctx {request.tokens} is beyond {loaded.name}'s window of {loaded.max_window} tokens"
                         f"{lifted}: pass --allow-beyond-window to capture anyway (recorded in the file)")
     layers = choose_layers(loaded.model.config, request.layers)
-    texts = [path.read_text(encoding="utf-8", errors="replace") for path in files]
     ids, bos = prompt_ids(loaded.tokenizer, texts, request.tokens)
     input_ids = torch.tensor([ids], dtype=torch.long, device=loaded.model.device)
     say(f"prefilling {len(ids)} tokens, capturing layers {','.join(map(str, layers))}")

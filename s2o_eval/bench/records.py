@@ -24,6 +24,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from s2o_tasks.reading import AnyOf
+
 BASELINES = ("fa2", "cudnn", "fa3")
 ERROR_TARGETS = (0.01, 0.03, 0.08)
 
@@ -123,18 +125,25 @@ def write_records(path: Path, records: list[dict[str, Any]]) -> Path:
     return path
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a stored bench JSON (``write_records``), checked to be a list of records."""
-    from ..errors import UserError
+_NUMBER = AnyOf((None, float))
+#: what the report and the plots read of a stored record (``reading.shape_problem``)
+RECORD_SHAPE = {
+    "name": str, "workload": str, "workload_kind": str, "workload_note": str, "method": str, "ctx": int,
+    "device": str, "reps": int, "warmup": int, "dense?": bool, "skipped": AnyOf((None, str)),
+    "note?": AnyOf((None, str)), "shape": {"B": int, "Hq": int, "Hkv": int, "N": int, "D": int, "dtype": str},
+    "ms_plan": _NUMBER, "ms_execute": _NUMBER, "ms_total": _NUMBER, "plan_share?": _NUMBER, "density": _NUMBER,
+    "pv_density?": _NUMBER, "rel_l2": _NUMBER, "mse": _NUMBER, "efficiency?": _NUMBER,
+    "efficiency_vs?": AnyOf((None, str)), "speedup": {str: float}, "sweep?": AnyOf((None, dict)),
+    "args?": AnyOf((None, dict)), "versions?": AnyOf((None, {str: AnyOf((None, str))})),
+}
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} does not exist: pass a bench JSON, e.g. reports/bench/<name>.json")
-    try:
-        records = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise UserError(f"{path} is not JSON: pass a file written by `s2o-eval bench`") from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) and "workload" in r and "method" in r
-                                                for r in records):
-        raise UserError(f"{path} holds no bench records: pass a file written by `s2o-eval bench`")
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a stored bench JSON (``write_records``), checked to have what reports read."""
+    from ..reading import InputFile
+
+    source = InputFile(Path(path), "pass a bench JSON written by `s2o-eval bench`, e.g. reports/bench/<name>.json")
+    records = source.read_json([RECORD_SHAPE], "a bench JSON", items="record")
+    if not records:
+        raise source.problem("holds no bench records")
     return records

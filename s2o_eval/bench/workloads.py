@@ -66,7 +66,8 @@ def captured_tokens(spec: str) -> int | None:
     return int(read_capture(_check_spec(spec))["meta"]["tokens"])
 
 
-def stack_layers(layers: list[dict[str, Any]], tokens: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def stack_layers(layers: list[dict[str, Any]], tokens: int, source: str = "the capture"
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The first ``tokens`` positions of every captured layer as one problem, layers along the head axis.
 
     Layer-major: q heads [l*Hq, (l+1)*Hq) belong to layer l and kv heads [l*Hkv, (l+1)*Hkv) too, so
@@ -75,7 +76,7 @@ def stack_layers(layers: list[dict[str, Any]], tokens: int) -> tuple[torch.Tenso
     """
     shapes = {(tuple(layer["q"].shape[:2]), tuple(layer["k"].shape[:2]), layer["q"].shape[3]) for layer in layers}
     if len(shapes) != 1:
-        raise UserError("the capture's layers differ in head counts or head dim: they cannot be stacked; "
+        raise UserError(f"{source}: its layers differ in head counts or head dim, so they cannot be stacked; "
                         "capture layers of one shape (--layers)")
     q = torch.cat([layer["q"][:, :, :tokens] for layer in layers], dim=1)
     k = torch.cat([layer["k"][:, :, :tokens] for layer in layers], dim=1)
@@ -100,9 +101,9 @@ def load_capture_workload(spec: str, tokens: int | None, device: str, *, allow_b
                         "pass --allow-beyond-window to bench it anyway (recorded)")
     scalings = {round(float(layer["scaling"]), 12) for layer in layers}
     if len(scalings) != 1:
-        raise UserError(f"the capture's layers use different softmax scales {sorted(scalings)}: "
+        raise UserError(f"{path}: its layers use different softmax scales {sorted(scalings)}; "
                         "capture layers that share one (--layers)")
-    q, k, v = (t.to(device).contiguous() for t in stack_layers(layers, tokens))
+    q, k, v = (t.to(device).contiguous() for t in stack_layers(layers, tokens, str(path)))
     model = meta.get("model") or {}
     rope = meta.get("rope_scaling")
     note = (f"real attention: {model.get('name', '?')} layers {','.join(map(str, meta['layers']))} stacked "

@@ -1,50 +1,32 @@
-"""The ``s2o-eval`` command: this module only assembles the command groups, one module each."""
+"""The ``s2o-eval`` command. ``main`` takes Ctrl-C and SIGTERM over before anything else, then loads
+the command groups (``commands``; torch and lm-eval among their imports take seconds): a signal at any
+moment then ends in one line, never a traceback (``interruption``)."""
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
 
-import typer
-
-from ..errors import EXIT_CODES_HELP
-from .exit_codes import ExitCodeGroup
-
-# lm-eval and transformers draw a tqdm bar per request; the harness shows one rich bar instead
-os.environ.setdefault("TQDM_DISABLE", "1")
-
-# (module in s2o_eval.cli, command name): adding a command is one module and one line here
-COMMANDS = [
-    ("run", "run"),
-    ("methods", "methods"),
-    ("tasks", "tasks"),
-    ("compare", "compare"),
-    ("report", "report"),
-    ("regress", "regress"),
-    ("bench", "bench"),
-    ("capture", "capture"),
-    ("scale", "scale"),
-]
-
-
-app = typer.Typer(
-    cls=ExitCodeGroup,
-    help="Measure what a sparse prefill attention kernel costs in accuracy and buys in speed.",
-    epilog=EXIT_CODES_HELP,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-for module_name, command_name in COMMANDS:
-    module = importlib.import_module(f"{__name__}.{module_name}")
-    app.command(command_name, **getattr(module, "COMMAND_KWARGS", {}))(module.command)
+from .. import interruption
 
 
 def main() -> None:
-    app(prog_name="s2o-eval")
+    interruption.install()
+    try:
+        try:
+            from .commands import app
+        except KeyboardInterrupt as stop:
+            print(f"Interrupted: stopped by {interruption.describe(stop)} while starting; nothing was done",
+                  file=sys.stderr)
+            sys.exit(interruption.exit_code(stop))
+        app(prog_name="s2o-eval")
+    finally:
+        interruption.shutting_down()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def __getattr__(name: str):
+    # ``from s2o_eval.cli import app``: the command groups load on first use, not with this module
+    if name in ("app", "COMMANDS"):
+        from . import commands
+
+        return getattr(commands, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,8 @@ from ..bench.markdown import render_report
 from ..bench.records import measured
 from ..bench.runner import BenchRequest, parse_scoped_method_args, parse_sweeps, run_bench
 from ..errors import NothingEvaluated
-from ..suites import parse_ctx
+from ..outputs import check_output
+from ..suites import SHORTEST_OPERATOR_CTX, parse_ctx
 from .options import METHOD_NAMES, OUT_NAMES, DeviceOpt
 from .tables import bench_tables
 
@@ -38,7 +39,7 @@ def print_records(records: list[dict[str, Any]]) -> None:
     for table in bench_tables(records):
         console.print(table)
     for line in dict.fromkeys(f"{r['method']}: {r['skipped']}" for r in records if r.get("skipped")):
-        console.print(f"[yellow]skipped[/] {escape(line)}")
+        console.print(f"[yellow]skipped[/] {escape(line)}", soft_wrap=True)
 
 
 def command(
@@ -58,14 +59,15 @@ def command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     render: Annotated[Optional[Path], typer.Option("--render", help="rebuild the markdown and plots of a stored bench JSON into --out; runs nothing")] = None,
 ) -> None:
+    check_output(out_dir, "--out")
     if render is not None:
         markdown_path = render_report(render, out_dir)
-        Console().print(f"wrote {escape(str(markdown_path))} and its plots")
+        Console().print(f"wrote {escape(str(markdown_path))} and its plots", soft_wrap=True)
         return
     request = BenchRequest(
         workloads=list(workload or ["llama8b-random"]),
         methods=[m.strip() for m in methods.split(",") if m.strip()],
-        ctx=parse_ctx(ctx) if ctx else None,
+        ctx=parse_ctx(ctx, SHORTEST_OPERATOR_CTX) if ctx else None,
         sweeps=parse_sweeps(sweep),
         method_args=parse_scoped_method_args(method_args),
         reps=reps, warmup=warmup, device=device, dtype=dtype, seed=seed,
@@ -73,7 +75,7 @@ def command(
     )
     outcome = run_bench(request, progress=not quiet)
     print_records(outcome.records)
-    Console().print(f"wrote {escape(str(outcome.json_path))} and {escape(str(outcome.markdown_path))}")
+    Console().print(f"wrote {escape(str(outcome.json_path))} and {escape(str(outcome.markdown_path))}", soft_wrap=True)
     if not any(map(measured, outcome.records)):
         raise NothingEvaluated("no method was measured: every one was skipped (the lines above say why); fix "
                                "that, or choose methods that run here (see `s2o-eval methods`)")

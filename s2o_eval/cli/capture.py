@@ -12,7 +12,7 @@ from rich.markup import escape
 from ..bench.capture import CaptureRequest, run_capture
 from ..errors import UserError
 from ..models import DEFAULT_MODEL, parse_rope_scaling
-from ..suites import parse_ctx
+from ..suites import SHORTEST_OPERATOR_CTX, parse_ctx
 from .options import DeviceOpt, ModelOpt, RopeScalingOpt
 
 COMMAND_KWARGS = {
@@ -36,15 +36,15 @@ def command(
     device: DeviceOpt = None,
     dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32")] = "auto",
 ) -> None:
-    lengths = parse_ctx(ctx)
+    lengths = parse_ctx(ctx, SHORTEST_OPERATOR_CTX)
     if len(lengths) != 1:
         raise UserError("capture takes one --ctx (e.g. --ctx 128k); bench slices shorter lengths from it")
     console = Console(stderr=True)
     request = CaptureRequest(model=model, tokens=lengths[0], out=out, text_files=text, layers=layers,
                              device=device, dtype=dtype, allow_beyond_window=allow_beyond_window,
                              rope_scaling=parse_rope_scaling(rope_scaling))
-    path, meta = run_capture(request, progress=lambda line: console.print(f"[dim]{escape(line)}[/dim]"))
+    path, meta = run_capture(request, progress=lambda line: console.print(f"[dim]{escape(line)}[/dim]", soft_wrap=True))
     size_mb = path.stat().st_size / 2**20
     Console().print(escape(f"captured layers {','.join(map(str, meta['layers']))} of {meta['model']['name']}: "
                     f"{meta['q_heads']} q / {meta['kv_heads']} kv heads x {meta['tokens']} tokens x head dim "
-                    f"{meta['head_dim']} ({meta['dtype']}) -> {path} ({size_mb:.0f} MB)"))
+                    f"{meta['head_dim']} ({meta['dtype']}) -> {path} ({size_mb:.0f} MB)"), soft_wrap=True)

@@ -7,8 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import UserError
+from ..outputs import check_output
 from ..reporting import load_runs, write_report
 from .tables import prefill_table, suite_averages_table
 
@@ -39,11 +41,13 @@ def command(
     loaded = load_runs(runs, runs_dir)
     labels = [r.label for r in loaded]
     name = name or "-vs-".join(labels)
-    report, content = write_report(loaded, out or Path("reports") / name, title=f"Comparison: {' vs '.join(labels)}")
+    out = out or Path("reports") / name
+    check_output(out, "--out")
+    report, content = write_report(loaded, out, title=f"Comparison: {' vs '.join(labels)}")
     console = Console()
     for warning in content.warnings:
-        console.print(f"[yellow]Warning:[/] {warning}", highlight=False)
+        console.print(f"[yellow]Warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     console.print(suite_averages_table(content))
     if content.prefill:
         console.print(prefill_table(content))
-    console.print(f"Report: {report}", highlight=False)
+    console.print(f"Report: {report}", highlight=False, markup=False, soft_wrap=True)

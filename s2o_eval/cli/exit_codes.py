@@ -9,8 +9,21 @@ import traceback
 import typer
 from typer.core import TyperGroup
 
-from .. import distributed
+from .. import distributed, interruption
 from ..errors import CommandFailed, ExitCode
+
+
+@contextlib.contextmanager
+def _interruptions_end_in_one_line():
+    """Ctrl-C or SIGTERM outside a run's samples (which say what they kept: ``evaluation``): one calm line
+    from the main process, and the signal's exit code (typer would give 130 to SIGTERM too, silently)."""
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        if distributed.place_from_env().is_main:
+            typer.echo(f"Interrupted: stopped by {interruption.describe(stop)}; rerun the same command to go on",
+                       err=True)
+        raise typer.Exit(code=interruption.exit_code(stop)) from None
 
 
 @contextlib.contextmanager
@@ -26,8 +39,9 @@ def _usage_errors_exit_4():
 
 class ExitCodeGroup(TyperGroup):
     """Ends every command with one of the codes of ``errors.ExitCode``: a CommandFailed prints its one
-    line (``Error: <what to do>``) on stderr; anything unexpected prints its traceback and exits 5.
-    S2O_EVAL_DEBUG=1 lets every exception through with its traceback."""
+    line (``Error: <what to do>``) on stderr; Ctrl-C and SIGTERM print ``Interrupted: ...``; anything
+    unexpected prints its traceback and exits 5. S2O_EVAL_DEBUG=1 lets every exception through with its
+    traceback."""
 
     def main(self, *args, **kwargs):
         try:
@@ -37,12 +51,12 @@ class ExitCodeGroup(TyperGroup):
             raise
 
     def make_context(self, *args, **kwargs):
-        with _usage_errors_exit_4():
+        with _interruptions_end_in_one_line(), _usage_errors_exit_4():
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):
         try:
-            with _usage_errors_exit_4():
+            with _interruptions_end_in_one_line(), _usage_errors_exit_4():
                 return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # typer's own endings, printed by typer

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from ..errors import CheckFailed, UserError
+from ..outputs import check_output
 from ..reporting import baseline_from_run, check_comparable, evaluate, load_baseline, load_runs, save_baseline
 from ..reporting.regress import DEFAULT_ALPHA, DEFAULT_TOLERANCE
 from .compare import RunsDirOption
@@ -39,13 +40,15 @@ def command(
 ) -> None:
     if not tolerance >= 0:  # nan too; checked before any file is read: a usage error, not a verdict
         raise UserError(f"--tolerance {tolerance:g}: pass zero or more points (0-100)")
+    if update:
+        check_output(against, "--against", is_file=True)
     (loaded,) = load_runs([run], runs_dir)
     console = Console()
     if update:
         baseline = baseline_from_run(loaded)
         save_baseline(baseline, against)
         console.print(f"Wrote baseline {against}: {len(baseline['samples'])} samples of {loaded.label} "
-                      f"({loaded.path})", highlight=False)
+                      f"({loaded.path})", highlight=False, markup=False, soft_wrap=True)
         return
     baseline = load_baseline(against)
     check_comparable(baseline, loaded)
@@ -56,7 +59,7 @@ def command(
     if verdict.passed:
         console.print(verdict_table(verdict, only_regressions=False))
         console.print(f"No regression against {against} (averages within {tolerance:g} points, no cell "
-                      f"dropping at p < {DEFAULT_ALPHA:g}).", highlight=False)
+                      f"dropping at p < {DEFAULT_ALPHA:g}).", highlight=False, markup=False, soft_wrap=True)
         return
     console.print(verdict_table(verdict, only_regressions=True))
     count = len(verdict.regressions)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ..outputs import check_output
 from ..reporting import load_runs, write_report
 from .compare import NameOption, OutOption, RunsDirOption
 from .tables import prefill_table, suite_averages_table
@@ -28,11 +29,11 @@ def command(
     runs_dir: RunsDirOption = Path("runs"),
 ) -> None:
     (loaded,) = load_runs([run], runs_dir)
-    name = name or loaded.path.name
-    report, content = write_report([loaded], out or Path("reports") / name,
-                                   title=f"Run report: {loaded.label} ({loaded.path.name})")
+    out = out or Path("reports") / (name or loaded.path.name)
+    check_output(out, "--out")
+    report, content = write_report([loaded], out, title=f"Run report: {loaded.label} ({loaded.path.name})")
     console = Console()
     console.print(suite_averages_table(content))
     if content.prefill:
         console.print(prefill_table(content))
-    console.print(f"Report: {report}", highlight=False)
+    console.print(f"Report: {report}", highlight=False, markup=False, soft_wrap=True)

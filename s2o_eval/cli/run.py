@@ -44,6 +44,7 @@ def print_results(outcomes) -> None:
     console = Console()
     for outcome in outcomes:
         console.print(run_results_table(outcome))
+        console.print(f"Run directory: {outcome.run_dir.path}", soft_wrap=True, markup=False, highlight=False)
         if outcome.skipped:
             console.print(f"[yellow]{len(outcome.skipped)} task(s) skipped[/] (reasons above)")
 

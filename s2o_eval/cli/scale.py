@@ -10,6 +10,7 @@ from rich.console import Console
 
 from ..errors import ExitCode
 from ..formatting import fmt_ratio
+from ..outputs import check_output
 from ..reporting.scale import scale_report
 
 COMMAND_KWARGS = {
@@ -27,6 +28,7 @@ def command(
                                                show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="report directory")] = Path("reports/scale/latest"),
 ) -> None:
+    check_output(out, "--out")
     result = scale_report(runs, out)
     console = Console()
     for row in result["runs"]:
@@ -34,6 +36,6 @@ def command(
                 f"{row['n_differences']} samples differ" + (" (scores equal)" if row["same_scores"] else ""))
         console.print(f"{row['processes']} process(es): {row['samples']} samples, eval {row['eval_s']:.1f} s, "
                       f"wall {row['wall_s']:.1f} s, speedup {fmt_ratio(row['speedup_wall'])}; {same}", highlight=False)
-    console.print(f"Report: {result['report']}", highlight=False)
+    console.print(f"Report: {result['report']}", highlight=False, markup=False, soft_wrap=True)
     if not all(row["same_scores"] for row in result["runs"]):
         raise typer.Exit(ExitCode.CHECK_FAILED)

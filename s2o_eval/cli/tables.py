@@ -1,6 +1,8 @@
 """Every rich table the commands print, built here: the commands only print them.
 
-Text columns come first and are left-aligned; number columns follow, right-aligned.
+Text columns come first and are left-aligned; number columns follow, right-aligned. No cell is ever cut
+(``_fit``): a number never becomes ``1.0…``, and what a user copies (hints, paths, URLs) is printed below
+the tables, not in a cell.
 """
 
 from __future__ import annotations
@@ -8,8 +10,11 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, Iterable
 
+from rich.cells import cell_len
+from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 
 from ..bench.markdown import fmt_args, operator_ms
 from ..bench.records import BASELINES, measured
@@ -25,9 +30,44 @@ if TYPE_CHECKING:
 
 def _table(title: str, columns: Iterable[str], *, text_columns: int, caption: str | None = None,
            no_wrap: tuple[str, ...] = ()) -> Table:
+    """Number columns (after the first ``text_columns``) never wrap; ``no_wrap`` text columns neither."""
     table = Table(title=title, caption=caption)
     for i, name in enumerate(columns):
-        table.add_column(name, justify="left" if i < text_columns else "right", no_wrap=name in no_wrap)
+        is_text = i < text_columns
+        table.add_column(name, justify="left" if is_text else "right", no_wrap=name in no_wrap or not is_text)
+    return table
+
+
+def _least_width(column: Column) -> int:
+    """The narrowest the column can be with nothing cut: its widest cell (header included) where it does
+    not wrap, else its longest word."""
+    texts = [Text.from_markup(str(cell)).plain for cell in column.cells] + [str(column.header)]
+    pieces = texts if column.no_wrap else [word for text in texts for word in text.split()]
+    return max((cell_len(piece) for piece in pieces), default=1)
+
+
+def _fit(table: Table, droppable: tuple[str, ...] = ()) -> Table:
+    """Give every column the width that cuts nothing; where the table then is wider than the terminal,
+    leave out the ``droppable`` columns in that order until it fits, and say which in the caption. Past
+    that, cells wrap, numbers included (fold), rather than end in "…" or run off the edge."""
+    width = Console().width  # what the commands' consoles take: the terminal's, else $COLUMNS or 80
+
+    def needed() -> int:  # each column has a space either side and a rule after it; the table one more
+        return sum(column.min_width + 3 for column in table.columns) + 1
+
+    for column in table.columns:
+        column.min_width, column.overflow = _least_width(column), "fold"
+    left_out = []
+    for name in droppable:
+        if needed() <= width:
+            break
+        table.columns[:] = [column for column in table.columns if column.header != name]
+        left_out.append(name)
+    if left_out:
+        table.caption = f"left out at {width} columns: {', '.join(left_out)} (in the markdown report)"
+    if needed() > width:
+        for column in table.columns:
+            column.no_wrap, column.min_width = False, None
     return table
 
 
@@ -41,17 +81,17 @@ def method_title(name: str, args: dict[str, Any] | None) -> str:
 def run_results_table(outcome: RunOutcome) -> Table:
     """One run's results: score, prefill time and density per task and length, and per group label
     (indented under its task). Task names are the short ones of the command line and are never cut:
-    80 columns hold the longest."""
+    80 columns hold the longest. The run directory is the caller's to print, below."""
     config = outcome.summary["config"]
     table = _table(escape(f"{config['model_name']} · {method_title(config['method_resolved'], config['method_args'])}"),
                    ("task", "ctx", "n", "score", "prefill ms", "p90 ms", "density"), text_columns=1,
-                   caption=escape(str(outcome.run_dir.path)), no_wrap=("task",))
+                   no_wrap=("task",))
     for row in outcome.summary["results"]:
         label = f"  {row['group']}" if row.get("group") else short_task_name(row["task"])
         table.add_row(escape(label), ctx_label(row["ctx"]), str(row["n"]), fmt_num(row["score"]),
                       fmt_ms(row["prefill_ms_mean"]), fmt_ms(row["prefill_ms_p90"]),
                       fmt_num(row["density_mean"], ".3f"))
-    return table
+    return _fit(table)
 
 
 # ------------------------------------------------------------------------------ compare, report, regress
@@ -73,7 +113,7 @@ def suite_averages_table(content: ReportContent) -> Table:
         if with_delta and row["overall_delta"] is not None:
             overall += f" ({fmt_delta(row['overall_delta'])})"
         table.add_row(row["label"], *cells, overall)
-    return table
+    return _fit(table)
 
 
 def prefill_table(content: ReportContent) -> Table:
@@ -85,7 +125,7 @@ def prefill_table(content: ReportContent) -> Table:
         if compare:
             cells.append(fmt_ratio(row["speedup"]))
         table.add_row(*cells)
-    return table
+    return _fit(table)
 
 
 def verdict_table(verdict: Verdict, only_regressions: bool) -> Table:
@@ -99,13 +139,18 @@ def verdict_table(verdict: Verdict, only_regressions: bool) -> Table:
             task, length, p = check.task, ctx_label(check.ctx), f"{check.p:.3g}"
         table.add_row(task, length, fmt_num(check.baseline), fmt_num(check.now), fmt_delta(check.delta), p,
                       style="red" if check.regressed else None)
-    return table
+    return _fit(table)
 
 
 # ------------------------------------------------------------------------------ bench
 
+# what a narrow terminal loses first: the markdown report keeps every column
+BENCH_DROPPABLE = ("eff.", "vs fa2", "vs cudnn", "plan ms", "exec ms", "vs fa3")
+
+
 def bench_tables(records: list[dict[str, Any]]) -> list[Table]:
-    """One table per workload x ctx: plan / execute / total ms, density, error, speedups, efficiency."""
+    """One table per workload x ctx: plan / execute / total ms, density, error, speedups, efficiency;
+    columns of ``BENCH_DROPPABLE`` are left out, in that order, until it fits the terminal."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for record in records:
         groups.setdefault((record["workload"], record["ctx"]), []).append(record)
@@ -119,7 +164,7 @@ def bench_tables(records: list[dict[str, Any]]) -> list[Table]:
                           operator_ms(r["ms_execute"]), operator_ms(r["ms_total"]), fmt_num(r["density"], ".3f"),
                           fmt_num(r["rel_l2"], ".2e"), *(fmt_ratio(r["speedup"].get(b)) for b in BASELINES),
                           fmt_num(r.get("efficiency"), ".2f"))
-        tables.append(table)
+        tables.append(_fit(table, BENCH_DROPPABLE))
     return tables
 
 
@@ -139,18 +184,25 @@ def methods_table() -> Table:
         else:
             available = "[green]yes[/]" + (" (PyTorch reference here: correct, slow)" if note else "")
         table.add_row(name, available, escape(params), escape(cls.summary))
-    return table
+    return _fit(table)
 
 
-def tasks_table(data_dir: str | None, suite: str | None) -> Table:
-    """Every task of the suites (or of ``suite``), its lm-eval name, and whether its data is here."""
-    table = _table("tasks (run with --task SUITE or SUITE:TASK,TASK)", ("suite", "task", "lm-eval name", "data"),
-                   text_columns=4)
+def tasks_tables(data_dir: str | None, suite: str | None) -> tuple[list[Table], list[str]]:
+    """A table per suite (or for ``suite``): every task, its lm-eval name, whether its data is here; and
+    the notes the tables refer to (``[1] ...``: where missing data comes from and where it goes), which
+    hold URLs and paths to copy and so are printed whole below the tables."""
+    tables, notes = [], []
     for suite_obj in SUITES.values():
         if suite and suite_obj.cli_name != suite:
             continue
+        table = _table(f"{suite_obj.cli_name} (run with --task {suite_obj.cli_name} or "
+                       f"{suite_obj.cli_name}:TASK,TASK)", ("task", "lm-eval name", "data"), text_columns=3,
+                       no_wrap=("task", "lm-eval name"))
         for short in suite_obj.short_names():
             status = suite_obj.data_status(short, data_dir)
-            table.add_row(suite_obj.cli_name, short, suite_obj.lm_eval_name(short),
-                          "[green]ready[/]" if status is None else f"[yellow]missing[/]: {escape(status)}")
-    return table
+            if status is not None and status not in notes:
+                notes.append(status)
+            data = "[green]ready[/]" if status is None else f"[yellow]not here[/] \\[{notes.index(status) + 1}]"
+            table.add_row(short, suite_obj.lm_eval_name(short), data)
+        tables.append(_fit(table))
+    return tables, [f"[{number}] {note}" for number, note in enumerate(notes, start=1)]

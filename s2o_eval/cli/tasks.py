@@ -8,11 +8,16 @@ import typer
 from rich.console import Console
 
 from .options import DataDirOpt
-from .tables import tasks_table
+from .tables import tasks_tables
 
 COMMAND_KWARGS = {"help": "List the tasks of RULER, LongBench-v2 and InfiniteBench and whether their data is available."}
 
 
 def command(data_dir: DataDirOpt = None,
             suite: Annotated[Optional[str], typer.Argument(help="only this suite")] = None) -> None:
-    Console().print(tasks_table(data_dir, suite))
+    console = Console()
+    tables, notes = tasks_tables(data_dir, suite)
+    for table in tables:
+        console.print(table)
+    for note in notes:  # whole, never wrapped by rich: the URLs and paths in them are to be copied
+        console.print(note, soft_wrap=True, markup=False, highlight=False)

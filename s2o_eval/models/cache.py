@@ -20,6 +20,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..reading import InputFile, UnreadableFile
 from .sources import ModelSource, assemble_embedded_gguf
 
 CACHE_ENV = "S2O_EVAL_CACHE"
@@ -53,12 +54,15 @@ def tokenizer_dir(source: ModelSource) -> Path:
 
 
 def read_record(directory: Path) -> dict | None:
-    """The record of a complete, current cache entry, else None."""
+    """The record of a complete, current cache entry, else None: an entry whose record is unreadable or
+    whose weights are cut short (a full disk, a killed copy) counts as absent, and is rebuilt."""
     try:
-        record = json.loads((directory / RECORD_FILE).read_text())
-    except (OSError, ValueError):
+        record = InputFile(directory / RECORD_FILE, "rebuilt").read_json({"format": int})
+        for weights in directory.glob("*.safetensors"):
+            InputFile(weights, "rebuilt").check_weights()
+    except UnreadableFile:
         return None
-    return record if record.get("format") == CACHE_FORMAT else None
+    return record if record["format"] == CACHE_FORMAT else None
 
 
 def _remove_stale_temps(parent: Path, final_name: str) -> None:
@@ -192,7 +196,10 @@ def ensure_model_dir(source: ModelSource, *, progress=None) -> Path:
 
     started = time.perf_counter()
     with building(final) as temp, _gguf_file(source, temp) as gguf_path:
-        if progress:
+        if progress and final.exists():
+            progress(f"The cached {final} is outdated or damaged: converting {source.name} from GGUF again "
+                     "(about a minute)")
+        elif progress:
             progress(f"Converting {source.name} from GGUF into {final.parent} (first load only, about a minute)")
         reader = _open_gguf(gguf_path)
         fixes = save_dequantized_model(gguf_path, reader, temp)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from safetensors import SafetensorError
+
 from s2o_eval.errors import UserError
 
 from .cache import ensure_model_dir, ensure_tokenizer_dir
@@ -93,15 +95,21 @@ def _not_cached(spec: str, hub_offline: bool) -> UserError:
                      f"download it where there is a network (hf download {spec}) or pass a local directory")
 
 
-def _load_error(source: ModelSource, error: Exception) -> UserError:
-    """The one-line fix for a model or tokenizer that transformers could not load."""
+def _load_error(source: ModelSource, error: Exception, location: str | None = None) -> UserError:
+    """The one-line fix for a model or tokenizer that transformers could not load from ``location``."""
     text = str(error)
     # transformers' messages run on ("Unrecognized model in DIR. Should have a `model_type` key ..."):
     # the first sentence says what is wrong
     first_line = text.strip().splitlines()[0].split(". ")[0] if text.strip() else type(error).__name__
     spec = source.spec
+    if source.from_gguf:  # our own cache entry: its files were damaged after read_record checked them
+        return UserError(f"could not load '{spec}' from its cached conversion ({first_line}): delete it "
+                         f"(rm -r {location}); the next command converts it again")
     if source.kind != "hub":
         return UserError(f"could not load '{spec}' ({first_line}): check that it holds a complete Hugging Face model")
+    if isinstance(error, SafetensorError):  # a download cut short in the Hugging Face cache
+        return UserError(f"model '{spec}' is damaged in the Hugging Face cache ({first_line}): remove it with "
+                         f"`hf cache rm model/{spec}` and load it again")
     if _hub_offline():
         return _not_cached(spec, hub_offline=True)
     lowered = text.lower()
@@ -138,7 +146,7 @@ def _load_tokenizer(path: str, source: ModelSource):
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:  # ValueError: a config.json transformers does not recognize
-        raise _load_error(source, error) from error
+        raise _load_error(source, error, path) from error
 
 
 def _tokenizer_location(source: ModelSource) -> str:
@@ -171,7 +179,8 @@ def context_window(config) -> int:
 def _progress(message: str) -> None:
     from rich.console import Console
 
-    Console(stderr=True).print(f"[dim]{message}[/dim]")
+    # soft wrap: the paths in these lines stay whole, to copy
+    Console(stderr=True).print(message, style="dim", markup=False, highlight=False, soft_wrap=True)
 
 
 def _scaled_config(location: str, source: ModelSource, scaling: RopeScaling):
@@ -181,7 +190,7 @@ def _scaled_config(location: str, source: ModelSource, scaling: RopeScaling):
     try:
         config = AutoConfig.from_pretrained(location)
     except (OSError, ValueError) as error:
-        raise _load_error(source, error) from error
+        raise _load_error(source, error, location) from error
     record = apply_rope_scaling(config, scaling, source.name)
     if record is not None:
         _progress(f"RoPE {scaling.text} on {record['applies_to']}: layers {','.join(map(str, record['layers']))}")
@@ -217,8 +226,8 @@ def load_model(spec: str, *, device: str, dtype="auto", attn_implementation: str
         kwargs["config"], scaled = _scaled_config(location, source, rope_scaling)
     try:
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
-    except (OSError, ValueError) as error:  # ValueError: a config.json transformers does not recognize
-        raise _load_error(source, error) from error
+    except (OSError, ValueError, SafetensorError) as error:  # a config.json it does not know; weights cut short
+        raise _load_error(source, error, location) from error
     except torch.OutOfMemoryError as error:
         raise UserError(f"model '{spec}' does not fit in {device} memory in {torch_dtype}: use a smaller model, "
                         "a smaller dtype, or a GPU with more memory") from error

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s2o_eval.errors import UserError
+from s2o_eval.reading import InputFile
 
 DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_ALIASES = {DEFAULT_MODEL, "default"}
@@ -77,6 +78,7 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 def file_sha256(path: Path) -> str:
     """sha256 of a file, computed once per (path, size, mtime) in this process."""
+    InputFile(path, "check the file's permissions, or download it again").check_readable()
     stat = path.stat()
     return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotComparable, UserError
+from ..reading import AnyOf, InputFile
 from ..rundir import sample_key
 from .runs import LoadedRun
 from .stats import paired_p_value
@@ -71,25 +72,25 @@ def save_baseline(baseline: dict[str, Any], path: Path) -> None:
     tmp.replace(path)  # an interrupted write never leaves half a baseline
 
 
+# What the gate reads of a baseline (``reading.shape_problem``); anything else in the file is for people
+_ROPE_SCALING = AnyOf((None, {"factor": float}))
+BASELINE_SHAPE = {
+    "schema": str, "method_resolved?": AnyOf((None, str)), "tasks": [str], "ctx": [int],
+    "created_from?": AnyOf((None, {"config?": AnyOf((None, {"rope_scaling?": _ROPE_SCALING}))})),
+    "samples": [{"task": str, "ctx": int, "index": int, "score": float}],
+}
+
+
 def load_baseline(path: Path) -> dict[str, Any]:
     """Read and check a baseline file; a missing or malformed one is the user's to fix (exit 4)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"no baseline at {path}: create one from a good run with "
                         f"`s2o-eval regress RUN --against {path} --update`")
-    try:
-        baseline = json.loads(path.read_bytes())
-    except ValueError as err:  # not JSON, or not even UTF-8
-        where = f" ({err.msg}, line {err.lineno})" if isinstance(err, json.JSONDecodeError) else ""
-        raise UserError(f"{path} is not valid JSON{where}: restore it or rebuild it with --update") from None
-    if not isinstance(baseline, dict) or baseline.get("schema") != BASELINE_SCHEMA or "samples" not in baseline:
+    baseline = InputFile(path, "restore it or rebuild it with --update").read_json(
+        BASELINE_SHAPE, "an s2o-eval baseline")
+    if baseline["schema"] != BASELINE_SCHEMA:
         raise UserError(f"{path} is not an s2o-eval baseline ({BASELINE_SCHEMA}): rebuild it with --update")
-    try:
-        for sample in baseline["samples"]:
-            sample_key(sample), float(sample["score"])
-    except (KeyError, TypeError, ValueError):
-        raise UserError(f"{path} holds a sample without task, ctx, index and score: restore it or rebuild it "
-                        "with --update") from None
     return baseline
 
 

@@ -168,27 +168,33 @@ def _tasks(run: LoadedRun) -> set[str]:
 
 def restrict_to_common(runs: list[LoadedRun]) -> tuple[list[LoadedRun], list[str]]:
     """Copies of ``runs`` holding only the (task, ctx, index) samples all of them share, and one warning
-    line for each way they differ (model, tasks, sample sets). No shared sample at all: NotComparable."""
+    line for each way their sample sets differ (tasks, samples). NotComparable when the runs used
+    different models, share no sample, or gave a shared sample different prompts (another seed, chat
+    template or tokenizer): their scores would not measure one method against another."""
     warnings: list[str] = []
     if len(runs) < 2:
         return runs, warnings
-    models = {str(r.model) for r in runs}
-    if len(models) > 1:
-        warnings.append("the runs used different models: " +
-                        ", ".join(f"{r.label}: {r.model}" for r in runs))
+    if len({str(r.model) for r in runs}) > 1:
+        raise NotComparable("the runs used different models (" + ", ".join(f"{r.label}: {r.model}" for r in runs)
+                            + "): compare runs of one model")
     task_sets = [_tasks(r) for r in runs]
     if any(t != task_sets[0] for t in task_sets):
         warnings.append("the runs cover different tasks: " +
                         "; ".join(f"{r.label}: {', '.join(sorted(t))}" for r, t in zip(runs, task_sets)))
-    key_sets = [{sample_key(s) for s in r.samples} for r in runs]
-    common = set.intersection(*key_sets)
+    by_key = [{sample_key(s): s for s in r.samples} for r in runs]
+    common = set.intersection(*(set(samples) for samples in by_key))
     if not common:
         raise NotComparable("the runs share no (task, ctx, sample) key: compare runs of the same tasks, "
                             "lengths and samples")
-    if any(keys != common for keys in key_sets):
+    for key in sorted(common):
+        if len({samples[key].get("prompt_sha") for samples in by_key} - {None}) > 1:
+            task, ctx, index = key
+            raise NotComparable(f"the runs gave {task} at {ctx} #{index} different prompts (another seed, chat "
+                                "template or tokenizer): compare runs of the same samples")
+    if any(samples.keys() != common for samples in by_key):
         warnings.append(f"the runs hold different samples: only the {len(common)} samples common to all "
                         "are compared (" +
-                        ", ".join(f"{r.label} has {len(k)}" for r, k in zip(runs, key_sets)) + ")")
+                        ", ".join(f"{r.label} has {len(k)}" for r, k in zip(runs, by_key)) + ")")
     restricted = [replace(r, samples=[s for s in r.samples if sample_key(s) in common]) for r in runs]
     return restricted, warnings
 

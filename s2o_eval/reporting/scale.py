@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import NotComparable, UserError
 from ..formatting import fmt_num, fmt_ratio
 from ..rundir import RunDir, config_hash, sample_key
 from .markdown import table
@@ -87,7 +87,7 @@ def scale_report(paths: list[Path], out: Path, *, title: str = "Data-parallel sc
         if not run.exists():
             raise UserError(f"{run.path} is not a run directory (no config.json)")
     if len({config_hash(r.config()) for r in runs}) > 1:  # the tool version and commit may differ
-        raise UserError("the runs differ in configuration: compare runs of one command made with different --gpus")
+        raise NotComparable("the runs differ in configuration: compare runs of one command made with different --gpus")
     measured = sorted(((run, _scale_run(run)) for run in runs), key=lambda pair: pair[1].processes)
     base_dir, base = measured[0]
     rows, data = [], []

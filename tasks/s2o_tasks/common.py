@@ -25,6 +25,11 @@ class DataUnavailable(RuntimeError):
     """
 
 
+class MalformedRecord(ValueError):
+    """A dataset record that lacks what its task needs (four options, a function call to ask about); the
+    message names the record, the reader adds the file (``DataUnavailable``)."""
+
+
 class TaskDoesNotFit(ValueError):
     """The task cannot be built in this window (``--ctx`` too small for its instruction or its
     generation budget). The message is one line that says what to do."""

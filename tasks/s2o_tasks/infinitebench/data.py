@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from s2o_tasks.common import DataUnavailable, data_path, offline
+from s2o_tasks.reading import AnyOf, InputFile
 
 HUB_REPO = "xinrongzhang2022/InfiniteBench"
 SPLITS = ("passkey", "number_string", "kv_retrieval", "longbook_sum_eng", "longbook_choice_eng",
@@ -52,9 +52,17 @@ def locate(split: str, data_dir: str | None) -> Path:
         raise DataUnavailable(missing_hint(split, data_dir) + " (the hub could not be reached)") from None
 
 
+#: what the prompts and scorers read of a record (``reading.shape_problem``); golds may be any JSON
+RECORD_SHAPE = {"context": str, "input?": str, "answer": object, "options?": AnyOf((None, list))}
+
+
+def _published_file(path: Path) -> InputFile:
+    return InputFile(path, f"replace the file with the published one from https://huggingface.co/datasets/{HUB_REPO}")
+
+
 def count_records(path: Path) -> int:
-    with open(path, encoding="utf-8") as fh:
-        return sum(1 for line in fh if line.strip())
+    """The file's non-empty lines, none of them parsed (the files reach gigabytes)."""
+    return sum(1 for _, line in _published_file(path).lines() if line.strip())
 
 
 def read_records(path: Path, indices: list[int]) -> list[dict]:
@@ -65,23 +73,11 @@ def read_records(path: Path, indices: list[int]) -> list[dict]:
     wanted = set(indices)
     found: dict[int, dict] = {}
     position = 0
-    with open(path, encoding="utf-8") as fh:
-        for line_number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            if position in wanted:
-                found[position] = _parse_record(path, line_number, line)
-            position += 1
+    data = _published_file(path)
+    for line_number, line in data.lines():
+        if not line.strip():
+            continue
+        if position in wanted:
+            found[position] = data.parse_line(line_number, line, RECORD_SHAPE, "an InfiniteBench record")
+        position += 1
     return [found[i] for i in indices]
-
-
-def _parse_record(path: Path, line_number: int, line: str) -> dict:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise DataUnavailable(f"{path} line {line_number} is not valid JSON ({err.msg}): replace the file with the "
-                              f"published one from https://huggingface.co/datasets/{HUB_REPO}") from None
-    if not isinstance(record, dict):
-        raise DataUnavailable(f"{path} line {line_number} is not a JSON object: replace the file with the "
-                              f"published one from https://huggingface.co/datasets/{HUB_REPO}")
-    return record

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from s2o_tasks.common import MalformedRecord
+
 OPEN_TEMPLATES = {
     "passkey": "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. I will quiz you about the important information.\n\n{context}\n\n{input}\n\nThe pass key is",  # noqa: E501
     "number_string": "There is an important info hidden inside a lot of irrelevant text. Find it. I will quiz you about the important information there.\n\n{context}\n\n{input}\n\nThe sequence of digits is",  # noqa: E501
@@ -53,17 +55,17 @@ def _fields(record: dict, split: str) -> dict[str, str]:
     options = record.get("options") or []
     if split in CHOICE_SPLITS:
         if len(options) < 4:
-            raise ValueError(f"{split} record {record.get('id')} has {len(options)} options, not 4")
+            raise MalformedRecord(f"{split} record {record.get('id')} has {len(options)} options, not 4")
         fields.update(OPTION_A=options[0], OPTION_B=options[1], OPTION_C=options[2], OPTION_D=options[3])
     if split == "code_run":
         calls = _FUNC_CALL.findall(question)
         if not calls:
-            raise ValueError(f"code_run record {record.get('id')}: no func_N(x) call in its input")
+            raise MalformedRecord(f"code_run record {record.get('id')}: no func_N(x) call in its input")
         fields.update(func=calls[0].split("(")[0], func_call=calls[0])
     if split == "math_find":
         found = _TARGET_NUMBER.findall(question)
         if not found:
-            raise ValueError(f"math_find record {record.get('id')}: no 'The ... of' in its input")
+            raise MalformedRecord(f"math_find record {record.get('id')}: no 'The ... of' in its input")
         # "The largest number of" -> "the largest number" (greedy: up to the last " of", as officially)
         fields["prefix"] = f"What is {found[0].lower()[:-3]} in the following list?"
     return fields
@@ -86,11 +88,28 @@ def golds(record: dict, split: str) -> list[str]:
         if isinstance(answer, list) and len(answer) == 2 and answer[1] in ("A", "B", "C", "D"):
             return [str(answer[0]), answer[1]]
         if not isinstance(answer, (list, str)) or (isinstance(answer, list) and len(answer) != 1):
-            raise ValueError(f"{split} record {record.get('id')}: unexpected answer {answer!r}")
+            raise MalformedRecord(f"{split} record {record.get('id')}: unexpected answer {answer!r}")
         text = answer[0] if isinstance(answer, list) else answer
         if text not in options:
-            raise ValueError(f"{split} record {record.get('id')}: answer {text!r} is not one of its options")
+            raise MalformedRecord(f"{split} record {record.get('id')}: answer {text!r} is not one of its options")
         return [text, "ABCD"[options.index(text)]]
     if split == "math_calc" and isinstance(answer, list) and answer and isinstance(answer[0], list):
         answer = answer[0]
-    return [str(a) for a in answer] if isinstance(answer, list) else [str(answer)]
+    values = [str(a) for a in answer] if isinstance(answer, list) else [str(answer)]
+    _check_scorable(values, split, record)
+    return values
+
+
+def _check_scorable(values: list[str], split: str, record: dict) -> None:
+    """MalformedRecord unless the split's scorer can read these golds: at least one, and numbers where
+    it compares numbers (math_find: a number; math_calc: whole numbers)."""
+    try:
+        if not values:
+            raise ValueError("no gold answer")
+        if split == "math_find":
+            float(values[0])
+        elif split == "math_calc":
+            list(map(int, values))
+    except ValueError as err:
+        raise MalformedRecord(f"{split} record {record.get('id')}: answer {record.get('answer')!r} cannot be "
+                              f"scored ({err})") from None

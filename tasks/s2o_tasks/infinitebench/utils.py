@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from s2o_tasks.common import fit_prompt_middle, prompt_budget, resolve_tokenizer, sample_indices
+from s2o_tasks.common import (DataUnavailable, MalformedRecord, fit_prompt_middle, prompt_budget, resolve_tokenizer,
+                              sample_indices)
 from s2o_tasks.infinitebench import GEN_TOKENS
-from s2o_tasks.infinitebench.data import count_records, locate, read_records
+from s2o_tasks.infinitebench.data import HUB_REPO, count_records, locate, read_records
 from s2o_tasks.infinitebench.prompts import golds, prompt_parts
 from s2o_tasks.infinitebench.scoring import score
 
@@ -22,8 +23,12 @@ def load_split(infinitebench_split: str, tokenizer=None, pretrained=None, max_se
     budget = prompt_budget(max_seq_length, template_overhead, GEN_TOKENS[infinitebench_split])
     path = locate(infinitebench_split, data_dir)
     indices = sample_indices(count_records(path), num_samples, seed)
-    docs = [make_doc(i, record, infinitebench_split, tok, budget, infinitebench_prompts)
-            for i, record in zip(indices, read_records(path, indices))]
+    try:
+        docs = [make_doc(i, record, infinitebench_split, tok, budget, infinitebench_prompts)
+                for i, record in zip(indices, read_records(path, indices))]
+    except MalformedRecord as err:  # the record says which; the file is the reader's to name
+        raise DataUnavailable(f"{path}: {err}: replace the file with the published one from "
+                              f"https://huggingface.co/datasets/{HUB_REPO}") from None
     return {"test": datasets.Dataset.from_list(docs)}
 
 

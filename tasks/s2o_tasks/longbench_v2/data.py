@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from s2o_tasks.common import DataUnavailable, data_path, offline
+from s2o_tasks.reading import InputFile
 
 #: the dataset moved from THUDM to zai-org; the hub redirects, but ask the new home first
 HUB_REPOS = ("zai-org/LongBench-v2", "THUDM/LongBench-v2")
@@ -47,18 +47,6 @@ def locate(data_dir: str | None) -> Path:
 
 
 def read_records(path: Path) -> list[dict]:
-    """All questions of ``data.json``, in the file's order."""
-    replace = f"replace it with the published file from https://huggingface.co/datasets/{HUB_REPOS[0]}"
-    with open(path, encoding="utf-8") as fh:
-        try:
-            records = json.load(fh)
-        except json.JSONDecodeError as err:
-            raise DataUnavailable(f"{path} is not valid JSON ({err.msg}, line {err.lineno}): {replace}") from None
-    if not isinstance(records, list):
-        raise DataUnavailable(f"{path} is not LongBench-v2's data.json (a list of records with fields "
-                              f"{', '.join(FIELDS)}): {replace}")
-    for number, record in enumerate(records):
-        missing = [f for f in FIELDS if f not in record] if isinstance(record, dict) else list(FIELDS)
-        if missing:
-            raise DataUnavailable(f"{path} record {number} lacks {', '.join(missing)}: {replace}")
-    return records
+    """All questions of ``data.json``, in the file's order, each with every field a string."""
+    source = InputFile(path, f"replace it with the published file from https://huggingface.co/datasets/{HUB_REPOS[0]}")
+    return source.read_json([dict.fromkeys(FIELDS, str)], "LongBench-v2's data.json", items="record")

@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from s2o_tasks.common import (DataUnavailable, fit_prompt_middle, prompt_budget, resolve_tokenizer,
                               sample_indices)
+from s2o_tasks.reading import InputFile
 from s2o_tasks.longbench_v2.data import locate, read_records
 from s2o_tasks.longbench_v2.prompting import GEN_TOKENS, prompt_parts
 from s2o_tasks.longbench_v2.scoring import score
 
 COT_TASK = "s2o_longbench_v2_cot"
+# a line of a first-stage samples file: the harness's samples.jsonl, or lm-eval's log (with its doc)
+_COT_ROW = {"task?": str, "ctx?": int, "doc?": {"index": int}}
 GROUP_LABELS = ("easy", "hard", "short", "medium", "long")
 
 
@@ -77,23 +79,20 @@ def read_cot_responses(path, max_seq_length) -> dict[int, str]:
     if not Path(path).exists():
         raise DataUnavailable(f"cot_responses file {path} does not exist: run {COT_TASK} first and pass its samples")
     cots: dict[int, str] = {}
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if row.get("task", COT_TASK) != COT_TASK:
-                continue
-            if "ctx" in row and max_seq_length is not None and int(row["ctx"]) != int(max_seq_length):
-                continue
-            if "doc" in row:  # lm-eval's own sample log
-                index, response = row["doc"]["index"], row.get("filtered_resps", row.get("resps"))
-                while isinstance(response, (list, tuple)):
-                    response = response[0] if response else ""
-            else:
-                index, response = row.get("doc_index", row.get("index")), row.get("prediction")
-            if index is not None and isinstance(response, str):
-                cots[int(index)] = response
+    # a line of another shape (torn by a killed run, or not a sample) is skipped, as the harness does
+    for row in InputFile(Path(path), f"pass the samples JSONL of an {COT_TASK} run").objects(_COT_ROW):
+        if row.get("task", COT_TASK) != COT_TASK:
+            continue
+        if "ctx" in row and max_seq_length is not None and row["ctx"] != int(max_seq_length):
+            continue
+        if "doc" in row:  # lm-eval's own sample log
+            index, response = row["doc"]["index"], row.get("filtered_resps", row.get("resps"))
+            while isinstance(response, (list, tuple)):
+                response = response[0] if response else ""
+        else:
+            index, response = row.get("doc_index", row.get("index")), row.get("prediction")
+        if isinstance(index, int) and isinstance(response, str):
+            cots[index] = response
     return cots
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import random
 import re
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from s2o_tasks.common import DataUnavailable, data_path, offline
+from s2o_tasks.reading import InputFile
 
 ESSAYS_DIR = ("ruler", "paul_graham_essays")
 SQUAD_FILE = ("ruler", "squad_v2_dev.json")
@@ -78,8 +78,11 @@ def essay_words(data_dir: str | None) -> tuple[str, ...]:
         except Exception as err:  # no network: the same one line as offline
             raise DataUnavailable(f"{essays_hint(data_dir)} (the hub could not be reached)") from err
     else:
-        texts = [p.read_text(encoding="utf-8") for p in sorted(Path(source).glob("*.txt"))]
+        fix = f"save it as UTF-8 text, or remove it from {source}"
+        texts = [InputFile(p, fix).read_text() for p in sorted(Path(source).glob("*.txt"))]
     words = re.sub(r"\s+", " ", " ".join(texts)).strip().split(" ")
+    if words == [""]:
+        raise DataUnavailable(f"the essays in {source} hold no words: {essays_hint(data_dir)}")
     return tuple(words)
 
 
@@ -160,6 +163,13 @@ QA_DATASETS = {
     "hotpotqa": (HOTPOTQA_FILE,
                  "qa_2 needs HotpotQA dev: put hotpot_dev_distractor_v1.json at {path} or pass --data-dir"),
 }
+#: what ``_squad_set`` and ``_hotpotqa_set`` read of the official files (``reading.shape_problem``)
+QA_SHAPES = {
+    "squad": ("SQuAD v2's dev-v2.0.json", {"data": [{"paragraphs": [{
+        "context": str, "qas": [{"question": str, "answers": [{"text": str}], "is_impossible?": bool}]}]}]}),
+    "hotpotqa": ("HotpotQA's hotpot_dev_distractor_v1.json",
+                 [{"question": str, "answer": str, "context": [(str, [str])]}]),
+}
 
 
 def qa_source(name: str, data_dir: str | None) -> str | None:
@@ -184,14 +194,18 @@ def load_qa(name: str, data_dir: str | None) -> QASet:
     source = qa_source(name, data_dir)
     if source is None:
         raise DataUnavailable(qa_hint(name, data_dir))
-    if Path(source).is_file():
-        raw = json.loads(Path(source).read_text(encoding="utf-8"))
+    local = InputFile(Path(source), f"replace it ({qa_hint(name, data_dir)})")
+    if data_path(data_dir, *QA_DATASETS[name][0]):
+        raw = local.read_json(QA_SHAPES[name][1], QA_SHAPES[name][0])
     else:
         try:
             raw = _squad_from_hub() if name == "squad" else _hotpotqa_from_hub()
         except Exception as err:  # no network (or no such dataset): the same one line as offline
             raise DataUnavailable(f"{qa_hint(name, data_dir)} (the hub could not be reached)") from err
-    return _squad_set(raw) if name == "squad" else _hotpotqa_set(raw)
+    qa = _squad_set(raw) if name == "squad" else _hotpotqa_set(raw)
+    if not qa.questions or not qa.docs:  # the builder needs a question to ask and documents to show
+        raise local.problem("holds no answerable question with a document")
+    return qa
 
 
 def _squad_set(raw: dict) -> QASet:
@@ -205,7 +219,7 @@ def _squad_set(raw: dict) -> QASet:
         for p in article["paragraphs"]:
             own = doc_id[p["context"]]
             for qa in p["qas"]:
-                if qa.get("is_impossible", False):
+                if qa.get("is_impossible", False) or not qa["answers"]:  # nothing to score against
                     continue
                 questions.append({"query": qa["question"], "outputs": [a["text"] for a in qa["answers"]],
                                   "context": [own], "more_context": [i for i in article_docs if i != own]})

@@ -48,9 +48,7 @@ class QABuilder(Builder):
     """Units: documents."""
 
     def __init__(self, dataset: str, data_dir: str | None, count: TokenCounter):
-        self.qa = load_qa(dataset, data_dir)
-        if not self.qa.questions:
-            raise ValueError(f"the {dataset} file holds no answerable question")
+        self.qa = load_qa(dataset, data_dir)  # never without a question and documents
         self.count = count
         self._streams: dict[str, _DocumentStream] = {}
         self._doc_tokens: dict[int, int] = {}
