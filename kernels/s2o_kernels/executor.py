@@ -15,8 +15,8 @@ strides and derives the statistics.
 
 Tuning knobs on the GPU: tile rows (BLOCK_M), chunk size (BLOCK_N), num_warps, num_stages, a register
 cap (maxnreg) and, with tau > 0 at patience 1, STOP_BURST (chunks per pipelined burst of the stopping
-walk). By default they are autotuned (configs
-below, keyed on a power-of-two bucket of N, head dim and the plan's shape); ``config=ExecConfig(...)`` or
+walk). By default they are autotuned (configs below, keyed on a power-of-two bucket of N, head dim and
+the plan's shape); ``config=ExecConfig(...)`` or
 the environment variable ``S2O_EXEC_CONFIG="block_m=32,block_n=32,num_warps=8,num_stages=2,stop_burst=4"``
 pins one (the CPU interpreter always runs one pinned config). Tile shapes change which keys the stopping
 rule visits, so with tau > 0 they are never autotuned: they default to DEFAULT_ROWS x DEFAULT_BLOCK_N.
@@ -262,7 +262,7 @@ def _sparse_attention_fwd(
     EARLY_STOP: tl.constexpr,  # tau > 0
     BLOCK_M: tl.constexpr,  # rows per program = HEADS_PER_PROG x query positions of the tile
     BLOCK_N: tl.constexpr,  # keys per block / chunk
-    STOP_BURST: tl.constexpr,  # tau > 0: chunks per pipelined burst (1: a plain while loop)
+    STOP_BURST: tl.constexpr,  # tau > 0 at patience 1: chunks per pipelined burst (1: nothing pipelined)
     TAIL_STOP: tl.constexpr,  # tau > 0: stop_rule "tail" (bound the unseen mass) instead of "chunk"
     PATIENCE: tl.constexpr,  # tau > 0: chunks per burst; the walk ends after a burst of dull chunks
     INTERLEAVE: tl.constexpr,  # per-head lists, GROUP > 1: a kv group's heads take adjacent programs
