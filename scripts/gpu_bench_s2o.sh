@@ -27,7 +27,7 @@ stop() { timeout -k 15 -s INT "${LIMIT_S:-560}" "$@"; }
 # per-head tiles of 128 positions at head dim 256: chunk widths, warps, pipeline depth, burst length
 SPEED_CONFIGS=${SPEED_CONFIGS:-"block_m=128,block_n=64,num_warps=8,num_stages=2;block_m=128,block_n=64,num_warps=8,num_stages=3;block_m=128,block_n=128,num_warps=8,num_stages=2;block_m=128,block_n=64,num_warps=8,num_stages=2,stop_burst=8"}
 
-case "${1:?step: tests, speed, capture, s2o, variants, peers or random}" in
+case "${1:?step: tests, speed, capture, s2o, variants, peers, random or targets}" in
   tests)  # MARK=gpu runs only the GPU-only cases (bf16); by default every kernel test, on the GPU
     python3 -m pytest -q -rfE ${MARK:+-m "$MARK"} tests/test_executor.py tests/test_planner.py tests/test_sparse_methods.py \
       tests/test_peers_block.py tests/test_peers_flashprefill.py tests/test_skip_softmax.py tests/test_forecast.py 2>&1 | tail -40 | tee "$OUT/gpu-tests-$CARD.txt" ;;

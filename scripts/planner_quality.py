@@ -159,6 +159,9 @@ def simulate(q, k, v, plan, *, rows: int, block_n: int, scale: float, taus, pati
                     gain = chunk_mass / (mass1[..., None] + chunk_mass.cumsum(-1))
                     gain = torch.nn.functional.pad(gain, (0, 0, 0, n_tiles * block_m - n_rows))
                     tile_gain = gain.view(len(heads), n_tiles, block_m, n_chunks).amax(dim=(0, 2))
+                if tail != "none":  # running sums along the list: any tile's unwalked rest in two reads
+                    ck = torch.cat([torch.zeros_like(kh[:1]), kh[listed].cumsum(0)])
+                    cv = torch.cat([torch.zeros_like(vh[:1]), vh[listed].cumsum(0)])
                 for tau in taus:
                     if n_chunks == 0:
                         outs[tau][b, heads[0]:heads[-1] + 1, pos] = (acc1 / mass1[..., None])
@@ -176,8 +179,6 @@ def simulate(q, k, v, plan, *, rows: int, block_n: int, scale: float, taus, pati
                     num, den = acc1 + taken @ vh[listed], mass1 + taken.sum(-1)
                     if tail != "none" and tau > 0:
                         # The keys a tile left unwalked, stood in for by their mean key and mean value.
-                        ck = torch.cat([torch.zeros_like(kh[:1]), kh[listed].cumsum(0)])
-                        cv = torch.cat([torch.zeros_like(vh[:1]), vh[listed].cumsum(0)])
                         w = keys_walked.long()
                         n_rest = (n_list - w).to(q.dtype)
                         k_rest = (ck[-1] - ck[w]) / n_rest.clamp(min=1)[:, None]
