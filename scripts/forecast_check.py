@@ -1,4 +1,4 @@
-"""How well S2O's walk forecast (s2o_kernels/forecast.py) predicts each head's real walk.
+"""How well S2O's walk forecast (s2o_kernels/s2o/forecast.py) predicts each head's real walk.
 
 S2O routes a query head to the dense kernel when its forecast density reaches ``dense_above``. This
 runs S2O with routing off (``dense_above=0``) on a capture, so every head is walked, and sets each
@@ -24,7 +24,7 @@ import torch
 
 from s2o_eval.bench.workloads import load_workload
 from s2o_eval.methods import AttentionStats, create
-from s2o_kernels import forecast_density, rules
+from s2o_kernels import forecast_density, knobs
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -38,7 +38,7 @@ def check(workload, tau: float, args: dict[str, str]) -> dict:
     q, k, v, scale = workload.q, workload.k, workload.v, workload.scale
     method = create("s2o", dict(args, tau=str(tau), dense_above="0"))
     plan = method.plan(q, k, scale=scale)
-    block_n = method.block_n or rules.default_block_n(q.shape[-1])
+    block_n = method.block_n or knobs.default_block_n(q.shape[-1])
     forecast = forecast_density(plan.score_histogram, plan.bucket_width, q.shape[2], plan.segment,
                                 tau=tau, block_n=block_n, patience=method.patience).mean(0)
     if plan.heads != q.shape[1]:

@@ -22,8 +22,8 @@ import torch
 
 from s2o_kernels import ExecConfig, sparse_attention
 from s2o_kernels.plan import plan_layout, segment_plan
-from s2o_kernels.guides import score_projections
-from s2o_kernels.planner import s2o_plan
+from s2o_kernels.s2o.ranking import score_projections
+from s2o_kernels.s2o.planner import s2o_plan
 from s2o_eval.bench.timing import median_ms
 from s2o_eval.env import collect_env
 from s2o_eval.methods import create

@@ -40,10 +40,11 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # the Triton planner on the CPU; before importing it
 
 from s2o_kernels.oracle import token_oracle_plan  # noqa: E402
-from s2o_kernels.guides import DEFAULT_SCORE  # noqa: E402
-from s2o_kernels.planner import s2o_plan  # noqa: E402
-from s2o_kernels.reference import exact_reference, torch_s2o_plan  # noqa: E402
-from s2o_kernels.rules import DEFAULT_SINKS  # noqa: E402
+from s2o_kernels.s2o.ranking import DEFAULT_SCORE  # noqa: E402
+from s2o_kernels.s2o.planner import s2o_plan  # noqa: E402
+from s2o_kernels.reference import exact_reference  # noqa: E402
+from s2o_kernels.twins import torch_s2o_plan  # noqa: E402
+from s2o_kernels.knobs import DEFAULT_SINKS  # noqa: E402
 
 DEFAULT_TAUS = (1e-2, 3e-3, 1e-3)
 
@@ -116,7 +117,7 @@ def simulate(q, k, v, plan, *, rows: int, block_n: int, scale: float, taus, pati
     """Outputs and computed QK pairs of the early-stopping executor on ``plan``, for every tau at once.
 
     The stop: the list is walked in bursts of ``patience`` chunks, and a tile stops after the first
-    burst whose every chunk brought every row of the tile less than tau of its mass (rules.py).
+    burst whose every chunk brought every row of the tile less than tau of its mass (knobs.py).
     A tile holds ``rows`` rows, as in the executor: ``rows`` query positions of one head when lists
     are per query head, ``rows / G`` positions of each of the G heads of a kv head when lists are
     shared (the tile's stop decision then spans the whole group). Returns

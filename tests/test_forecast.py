@@ -1,4 +1,4 @@
-"""The walk forecast (s2o_kernels/forecast.py) and S2O's routing of diffuse heads to the dense kernel."""
+"""The walk forecast (s2o_kernels/s2o/forecast.py) and S2O's routing of diffuse heads to the dense kernel."""
 
 import importlib.util
 import math
@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from s2o_eval.methods import AttentionStats, create
-from s2o_kernels.forecast import forecast_density, forecast_walk
+from s2o_kernels.s2o.forecast import forecast_density, forecast_walk
 from s2o_kernels.launch import pass1_pairs
-from s2o_kernels.planner import s2o_plan
-from s2o_kernels.reference import exact_reference, torch_s2o_plan
+from s2o_kernels.s2o.planner import s2o_plan
+from s2o_kernels.reference import exact_reference
+
+from s2o_kernels.twins import torch_s2o_plan
 
 WIDTH = 1 / 16  # nats per bucket (span 16 over 256 buckets, the planner's defaults)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the Triton planner: a GPU, else the interpreter

@@ -12,9 +12,11 @@ import torch
 
 from s2o_kernels.oracle import segment_key_mass, token_oracle_plan
 from s2o_kernels.plan import Plan, plan_layout
-from s2o_kernels.guides import covariance_factors, ranking_scores, score_projections
-from s2o_kernels.planner import s2o_plan
-from s2o_kernels.reference import exact_reference, torch_s2o_plan
+from s2o_kernels.s2o.ranking import covariance_factors, ranking_scores, score_projections
+from s2o_kernels.s2o.planner import s2o_plan
+from s2o_kernels.reference import exact_reference
+
+from s2o_kernels.twins import torch_s2o_plan
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NEEDS_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from s2o_kernels.launch import stats_from_chunks
-from s2o_kernels.reference import torch_decide_chunks, torch_s2o_plan, torch_sparse_attention
+from s2o_kernels.twins import torch_decide_chunks, torch_s2o_plan, torch_sparse_attention
 
 TOOL = Path(__file__).resolve().parents[1] / "scripts" / "planner_quality.py"
 

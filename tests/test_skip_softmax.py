@@ -8,7 +8,9 @@ import torch
 
 from s2o_eval.methods import AttentionStats, create
 from s2o_kernels import ExecConfig, dense_plan, execute_plan, sparse_attention
-from s2o_kernels.reference import exact_reference, torch_decide_chunks, torch_decide_skips, torch_sparse_attention
+from s2o_kernels.reference import exact_reference
+
+from s2o_kernels.twins import torch_decide_chunks, torch_decide_skips, torch_sparse_attention
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

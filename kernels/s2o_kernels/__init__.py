@@ -2,7 +2,7 @@
 (Triton), the block-sparse peers' planners, and their plain-PyTorch twins.
 
 Front doors: ``s2o_attention`` (plan + execute) and ``execute_plan`` (any plan). Names load lazily, so
-``import s2o_kernels`` (and ``s2o_kernels.rules``) costs nothing and needs no Triton until a kernel is
+``import s2o_kernels`` (and ``s2o_kernels.knobs``) costs nothing and needs no Triton until a kernel is
 used.
 """
 
@@ -16,17 +16,17 @@ _EXPORTS = {
     "s2o_plan_any": "attention",
     "ExecConfig": "launch",
     "ExecStats": "launch",
-    "forecast_density": "forecast",
+    "forecast_density": "s2o.forecast",
     "Plan": "plan",
     "dense_plan": "plan",
-    "s2o_plan": "planner",
+    "s2o_plan": "s2o.planner",
     "sparse_attention": "executor",
     "token_oracle_plan": "oracle",
-    "check_stop_rule": "reference",
+    "check_stop_rule": "twins",
     "exact_reference": "reference",
-    "torch_decide_chunks": "reference",
-    "torch_s2o_plan": "reference",
-    "torch_sparse_attention": "reference",
+    "torch_decide_chunks": "twins",
+    "torch_s2o_plan": "twins",
+    "torch_sparse_attention": "twins",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,7 +2,7 @@
 
 ``s2o_attention`` plans and executes S2O; ``execute_plan`` runs any plan (S2O's, a block-sparse peer's,
 an oracle's) through the index-guided executor. On CUDA tensors they run the Triton kernels; elsewhere
-the PyTorch twins of reference.py, which compute the same function (correct, slow: for tests and
+the PyTorch twins of twins.py, which compute the same function (correct, slow: for tests and
 machines without a GPU). Callers never pick a backend.
 """
 
@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .guides import DEFAULT_BUCKETS, DEFAULT_RANK, DEFAULT_SCORE, DEFAULT_SPAN, plan_heads
-from .launch import ExecStats, stats_from_chunks
-from .plan import Plan, check_walk
-from .rules import (
+from .knobs import (
     DEFAULT_PATIENCE,
     DEFAULT_SEGMENT,
     DEFAULT_SINKS,
@@ -22,6 +19,9 @@ from .rules import (
     default_block_n,
     tile_positions,
 )
+from .launch import ExecStats, stats_from_chunks
+from .plan import Plan, check_walk
+from .s2o.ranking import DEFAULT_BUCKETS, DEFAULT_RANK, DEFAULT_SCORE, DEFAULT_SPAN, plan_heads
 
 
 def execute_plan(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float = 0.0, scale: float | None = None,
@@ -30,9 +30,9 @@ def execute_plan(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float = 0.
     """Causal attention over ``plan`` with S2O's early stop: ``(output like q, ExecStats)``.
 
     q ``(batch, q_heads, seq_len, head_dim)``, k, v ``(batch, kv_heads, seq_len, head_dim)``. tau,
-    stop_rule, patience: the stop (rules.py; tau 0 walks every listed key). skip_gap (tau 0 only):
+    stop_rule, patience: the stop (knobs.py; tau 0 walks every listed key). skip_gap (tau 0 only):
     skip-softmax's gap in nats (0 = off). block_m: query positions per tile (0: DEFAULT_ROWS rows,
-    see ``rules.tile_positions``); block_n: keys per chunk (0: by head dim). scale: softmax scale
+    see ``knobs.tile_positions``); block_n: keys per chunk (0: by head dim). scale: softmax scale
     (head_dim ** -0.5).
     """
     check_walk(q, k, v, plan, tau=tau, stop_rule=stop_rule, patience=patience, skip_gap=skip_gap)
@@ -42,7 +42,7 @@ def execute_plan(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float = 0.
 
         return sparse_attention(q, k, v, plan, tau=tau, scale=scale, block_m=block_m, block_n=block_n or None,
                                 stop_rule=stop_rule, patience=patience, skip_gap=skip_gap, return_stats=True)
-    from .reference import torch_decide_chunks, torch_decide_skips, torch_sparse_attention
+    from .twins import torch_decide_chunks, torch_decide_skips, torch_sparse_attention
 
     block_n = block_n or default_block_n(q.shape[-1])
     chunks = torch_decide_chunks(q, k, plan, tau, scale=scale, block_m=block_m, block_n=block_n,
@@ -59,10 +59,10 @@ def execute_plan(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float = 0.
 def s2o_plan_any(q: Tensor, k: Tensor, **plan_args) -> Plan:
     """S2O's plan from the Triton planner on CUDA tensors, from its PyTorch twin elsewhere."""
     if q.is_cuda:
-        from .planner import s2o_plan
+        from .s2o.planner import s2o_plan
 
         return s2o_plan(q, k, **plan_args)
-    from .reference import torch_s2o_plan
+    from .twins import torch_s2o_plan
 
     return torch_s2o_plan(q, k, **plan_args)
 

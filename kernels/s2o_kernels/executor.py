@@ -8,7 +8,7 @@ Per query tile (one program):
           after a chunk (with patience P, a burst of P chunks) whose stop statistic was below tau for
           every row: the chunk's share of the row's softmax mass (stop_rule "chunk", the default), or
           a bound on the mass still unseen, (keys left in the list) x (the chunk's largest per-key
-          mass), over the row's mass so far (stop_rule "tail"); see rules.py.
+          mass), over the row's mass so far (stop_rule "tail"); see knobs.py.
 Layers: ``_softmax_update`` / ``_attend_key_range`` / ``_walk_list*`` carry the online-softmax
 state; ``_sparse_attention_fwd`` is the kernel; ``sparse_attention`` validates, builds the grid, passes
 strides and derives the statistics.
@@ -35,9 +35,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .knobs import DEFAULT_ROWS, DEFAULT_STOP_RULE, EXEC_CONFIG_ENV, HEAD_DIMS, check_tile_shape, default_block_n
 from .launch import DEFAULT_STOP_BURST, ExecConfig, ExecStats, exec_stats
 from .plan import Plan, check_walk
-from .rules import DEFAULT_ROWS, DEFAULT_STOP_RULE, EXEC_CONFIG_ENV, HEAD_DIMS, check_tile_shape, default_block_n
 
 LOG2_E = 1.4426950408889634  # scores run in log2 units: exp2 instead of exp
 
@@ -480,7 +480,7 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
     interpreter always pins). stop_rule (tau > 0 only): "chunk" stops after a chunk holding < tau of
     every row's mass; "tail" after a chunk where (keys left in the list) x (the chunk's largest
     per-key mass) is < tau of every row's mass, a bound on the unseen rest when lists are in
-    descending importance (see rules.STOP_RULES). patience (tau > 0 only): the list is walked in
+    descending importance (see knobs.STOP_RULES). patience (tau > 0 only): the list is walked in
     bursts of this many chunks and the walk ends after the first burst whose every chunk met the
     stop test (1: the first such chunk). skip_gap (tau = 0 only; 0 = off): skip-softmax, a chunk
     whose largest score is more than skip_gap nats below every row's running maximum skips its

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .knobs import EXEC_CONFIG_ENV
 from .plan import Plan
-from .rules import EXEC_CONFIG_ENV
 
 DEFAULT_STOP_BURST = 4  # chunks per pipelined burst of the stopping walk
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .rules import check_patience, check_skip_gap, check_stop_rule_name, check_tau
+from .knobs import check_patience, check_skip_gap, check_stop_rule_name, check_tau
 
 
 @dataclass
@@ -163,7 +163,7 @@ def check_attention_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
 def check_walk(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float, stop_rule: str, patience: int,
                skip_gap: float = 0.0, block_m: int | None = None) -> None:
     """One executor call's checks, the same for the Triton kernel and its PyTorch twin: the inputs,
-    the plan against them, and the walk's rule (tau, stop_rule, patience, skip_gap; rules.py)."""
+    the plan against them, and the walk's rule (tau, stop_rule, patience, skip_gap; knobs.py)."""
     check_attention_inputs(q, k, v)
     check_tau(tau)
     check_stop_rule_name(stop_rule)

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 import torch
 
-from s2o_kernels import rules
-from s2o_kernels.guides import DEFAULT_RANK, DEFAULT_SCORE, check_score, plan_heads
+from s2o_kernels import knobs
+from s2o_kernels.s2o.ranking import DEFAULT_RANK, DEFAULT_SCORE, check_score, plan_heads
 
 from .base import AttentionStats, SparseMethod, record_stats, run_plan
 from .dense import fastest_causal
 
-# Forecast density (s2o_kernels/forecast.py) from which a head runs on the dense kernel instead. A
+# Forecast density (s2o_kernels/s2o/forecast.py) from which a head runs on the dense kernel instead. A
 # head the walk visits almost whole costs ~2x more through the gathering executor (efficiency ~0.5 of
 # FA3) than dense. The forecast undershoots real walks (reports/bench/NOTES.md): at 0.75 it flags only
 # heads whose estimate is nearly flat (random inputs: all of them), which the walk visits whole, and
@@ -55,20 +55,20 @@ class S2O(SparseMethod):
     name = "s2o"
     summary = "S2O: index-guided sparse prefill, keys by estimated mass, per-tile early stop (Triton)"
 
-    tau: float = rules.DEFAULT_TAU
-    segment: int = rules.DEFAULT_SEGMENT
-    sinks: int = rules.DEFAULT_SINKS
+    tau: float = knobs.DEFAULT_TAU
+    segment: int = knobs.DEFAULT_SEGMENT
+    sinks: int = knobs.DEFAULT_SINKS
     score: str = DEFAULT_SCORE
     rank: int = DEFAULT_RANK
-    patience: int = rules.DEFAULT_PATIENCE
-    stop_rule: str = rules.DEFAULT_STOP_RULE
+    patience: int = knobs.DEFAULT_PATIENCE
+    stop_rule: str = knobs.DEFAULT_STOP_RULE
     block_m: int = 0
     block_n: int = 0
     query_permute: bool = False
     dense_above: float = DEFAULT_DENSE_ABOVE
 
     def __post_init__(self):
-        rules.check_tau(self.tau)
+        knobs.check_tau(self.tau)
         if not 0.0 <= self.dense_above <= 1.0:
             raise ValueError(f"dense_above must be within [0, 1] (0 = never); got {self.dense_above}")
         if self.segment < 16 or self.sinks < 0 or self.block_m < 0 or self.block_n < 0:
@@ -76,12 +76,12 @@ class S2O(SparseMethod):
         if self.block_m and self.segment % self.block_m:
             raise ValueError(f"block_m {self.block_m} must divide segment {self.segment}")
         check_score(self.score, self.rank)
-        rules.check_patience(self.patience)
-        rules.check_stop_rule_name(self.stop_rule)
+        knobs.check_patience(self.patience)
+        knobs.check_stop_rule_name(self.stop_rule)
 
     def _tile(self, q, k) -> int:
         heads = plan_heads(self.score, q.shape[1], k.shape[1])
-        return rules.tile_positions(q.shape[1], heads, k.shape[1], self.segment, self.block_m)
+        return knobs.tile_positions(q.shape[1], heads, k.shape[1], self.segment, self.block_m)
 
     def plan(self, q, k, *, scale):
         from s2o_kernels import s2o_plan_any
@@ -123,7 +123,7 @@ class S2O(SparseMethod):
             return None
         from s2o_kernels import forecast_density
 
-        block_n = self.block_n or rules.default_block_n(q.shape[-1])
+        block_n = self.block_n or knobs.default_block_n(q.shape[-1])
         forecast = forecast_density(plan.score_histogram, plan.bucket_width, q.shape[2], plan.segment,
                                     tau=self.tau, block_n=block_n, patience=self.patience).mean(0)
         dense = forecast >= self.dense_above

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from s2o_kernels import rules
+from s2o_kernels import knobs
 
 from .base import AttentionStats, SparseMethod, run_plan
 
@@ -27,18 +27,18 @@ class TokenOracle(SparseMethod):
     yardstick = True
     summary = "yardstick: keys ranked by each tile's true attention mass, S2O's stop rule"
 
-    tau: float = rules.DEFAULT_TAU
-    patience: int = rules.DEFAULT_PATIENCE
-    stop_rule: str = rules.DEFAULT_STOP_RULE
+    tau: float = knobs.DEFAULT_TAU
+    patience: int = knobs.DEFAULT_PATIENCE
+    stop_rule: str = knobs.DEFAULT_STOP_RULE
     block_m: int = 128
     segment: int = 0
     block_n: int = 0
-    sinks: int = rules.DEFAULT_SINKS
+    sinks: int = knobs.DEFAULT_SINKS
 
     def __post_init__(self):
-        rules.check_tau(self.tau)
-        rules.check_patience(self.patience)
-        rules.check_stop_rule_name(self.stop_rule)
+        knobs.check_tau(self.tau)
+        knobs.check_patience(self.patience)
+        knobs.check_stop_rule_name(self.stop_rule)
         if self.block_m < 1 or self.block_n < 0 or self.sinks < 0 or self.segment < 0:
             raise ValueError("block_m must be >= 1; block_n, sinks and segment >= 0")
         if self.segment % self.block_m:
@@ -64,4 +64,4 @@ class SegmentOracle(TokenOracle):
     name = "segment_oracle"
     summary = "yardstick: keys ranked by each segment's true attention mass (S2O's list layout)"
 
-    segment: int = rules.DEFAULT_SEGMENT
+    segment: int = knobs.DEFAULT_SEGMENT

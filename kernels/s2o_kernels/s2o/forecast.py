@@ -24,7 +24,7 @@ def forecast_walk(histogram: Tensor, width: float, *, tau: float, block_n: int, 
     """Keys each list's walk is forecast to visit: float64 (batch, H_plan, n_seg).
 
     histogram: int (batch, H_plan, n_seg, n_buckets), keys per score bucket, bucket 0 at the top;
-    width: nats per bucket; tau, block_n, patience: the stop rule's (rules.py).
+    width: nats per bucket; tau, block_n, patience: the stop rule's (knobs.py).
     """
     counts = histogram.double()
     length = counts.sum(-1)

@@ -2,7 +2,7 @@
 
 For each (batch, plan head, segment of S queries) the planner scores every prefix key (keys
 [sinks, s * S): the sinks and the segment's own keys are computed exactly in the executor's pass 1)
-with the segment's projections (guides.py: the mean query's logit plus half its variance across the
+with the segment's projections (ranking.py: the mean query's logit plus half its variance across the
 segment's queries) and lists the prefix in descending score order. The list holds EVERY prefix key
 exactly once, so ``tau = 0`` in the executor gives dense attention.
 
@@ -20,7 +20,7 @@ The order is a stable counting sort on score buckets, linear in the prefix:
      keys to their slots: bucket by bucket, position order inside a bucket (deterministic, the
      same as a stable sort of the list by bucket).
 
-``reference.torch_s2o_plan`` is the PyTorch twin (the same buckets, or an exact sort).
+``twins.torch_s2o_plan`` is the PyTorch twin (the same buckets, or an exact sort).
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .guides import (
+from ..knobs import DEFAULT_ROWS, DEFAULT_SEGMENT, DEFAULT_SINKS, PLAN_CONFIG_ENV
+from ..plan import Plan, plan_layout, segment_plan, validate_layout
+from .ranking import (
     DEFAULT_BUCKETS,
     DEFAULT_RANK,
     DEFAULT_SCORE,
@@ -42,8 +44,6 @@ from .guides import (
     query_order_by_guide,
     score_projections,
 )
-from .plan import Plan, plan_layout, segment_plan, validate_layout
-from .rules import DEFAULT_ROWS, DEFAULT_SEGMENT, DEFAULT_SINKS, PLAN_CONFIG_ENV
 
 # ----------------------------------------------------------------------------------------------
 # Scoring: one pass over (segments x keys) tiles.
@@ -186,7 +186,7 @@ def s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sinks: int
     bf16 or fp32, on the GPU (or on the CPU with ``TRITON_INTERPRET=1``).
     segment: S, queries per segment, a multiple of block_m (the executor's query tile).
     sinks: keys [0, sinks) are left out of the lists (the executor computes them in pass 1).
-    score, rank: what keys are ranked by (guides.py): ``"head_mean"`` (one list per query head, the
+    score, rank: what keys are ranked by (ranking.py): ``"head_mean"`` (one list per query head, the
         mean query), ``"gauss"`` (the same plus a rank-``rank`` covariance), ``"diag"`` (plus a diagonal
         one) or ``"mean"`` (one list per kv head).
     n_buckets, span: keys within ``span`` nats of a list's top score are ordered up to buckets of
