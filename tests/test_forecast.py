@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from s2o_eval.methods import AttentionStats, create
-from s2o_kernels.s2o.forecast import forecast_density, forecast_walk
+from s2o_kernels import execute_plan, knobs, s2o_attention
 from s2o_kernels.launch import pass1_pairs
-from s2o_kernels.s2o.planner import s2o_plan
 from s2o_kernels.reference import exact_reference
-
+from s2o_kernels.s2o.forecast import dense_heads, forecast_density, forecast_walk
+from s2o_kernels.s2o.planner import s2o_plan
 from s2o_kernels.twins import torch_s2o_plan
 
 WIDTH = 1 / 16  # nats per bucket (span 16 over 256 buckets, the planner's defaults)
@@ -91,12 +91,20 @@ def _one_sharp_one_diffuse(n: int = 1024, d: int = 64):
     return q, k, v
 
 
+def _routed(method, q, k, scale):
+    """The heads S2O's executor front door would route to the dense kernel for ``method``'s settings."""
+    plan = method.plan(q, k, scale=scale)
+    return dense_heads(plan.score_histogram, plan.bucket_width, q.shape[2], plan.segment, q.shape[1],
+                       tau=method.tau, block_n=method.block_n or knobs.default_block_n(q.shape[-1]),
+                       patience=method.patience, dense_above=method.dense_above)
+
+
 def test_s2o_runs_diffuse_heads_on_the_dense_kernel_and_counts_them_dense():
     q, k, v = _one_sharp_one_diffuse()
     ref = exact_reference(q, k, v)
     args = {"segment": "128", "sinks": "4", "block_n": "16", "tau": "0.01", "dense_above": "0.3"}
     routed = create("s2o", args)
-    assert routed.dense_heads(q, k, routed.plan(q, k, scale=64 ** -0.5)).tolist() == [False, True]
+    assert _routed(routed, q, k, 64 ** -0.5).tolist() == [False, True]
     stats = AttentionStats()
     out = routed.prefill(q, k, v, scale=64 ** -0.5, stats=stats)
     torch.testing.assert_close(out[:, 1], ref[:, 1], atol=1e-5, rtol=1e-5)  # the dense head is exact
@@ -111,9 +119,19 @@ def test_s2o_runs_diffuse_heads_on_the_dense_kernel_and_counts_them_dense():
 
 def test_nothing_is_routed_at_tau_zero_or_when_turned_off():
     q, k, v = _one_sharp_one_diffuse(256)
+    q[:, 0] *= 0.01  # both heads flat: at tau > 0 both would be routed
+    routed_stats = AttentionStats()
+    create("s2o", {"tau": "0.01", "segment": "64", "sinks": "4"}).prefill(q, k, v, scale=0.125, stats=routed_stats)
+    assert routed_stats.per_head == [1.0, 1.0]
     for args in ({"tau": "0"}, {"tau": "0.01", "dense_above": "0"}):
         method = create("s2o", dict(args, segment="64", sinks="4"))
-        assert method.dense_heads(q, k, method.plan(q, k, scale=64 ** -0.5)) is None
+        stats = AttentionStats()
+        method.prefill(q, k, v, scale=0.125, stats=stats)
+        # walked, not routed: the stats are the executor's own counts (pass 1 at least, and for tau
+        # 0 every key, which the twin reports pair by pair as the walk's, not as a dense head)
+        plan = method.plan(q, k, scale=0.125)
+        _, walked = execute_plan(q, k, v, plan, tau=method.tau, scale=0.125, patience=method.patience)
+        assert stats.per_head == walked.density_per_head.tolist()
     with pytest.raises(Exception, match="dense_above must be within"):
         create("s2o", {"dense_above": "1.5"})
 
@@ -126,7 +144,7 @@ def test_routing_on_the_gpu_in_bf16():
     q, k, v = (t.to("cuda", torch.bfloat16) for t in _one_sharp_one_diffuse(2048))
     ref = exact_reference(q, k, v)
     method = create("s2o", {"segment": "256", "sinks": "4", "tau": "0.01", "dense_above": "0.3"})
-    routed = method.dense_heads(q, k, method.plan(q, k, scale=64 ** -0.5)).tolist()
+    routed = _routed(method, q, k, 64 ** -0.5).tolist()
     assert routed[1]
     stats = AttentionStats()
     out = method.prefill(q, k, v, scale=64 ** -0.5, stats=stats)
@@ -142,7 +160,7 @@ def test_all_heads_diffuse_runs_the_dense_kernel_alone():
     k, v = torch.randn(2, 1, 2, 512, 64, generator=gen)
     stats = AttentionStats()
     method = create("s2o", {"segment": "128", "sinks": "4", "tau": "0.003"})
-    assert method.dense_heads(q, k, method.plan(q, k, scale=0.125)).all()
+    assert _routed(method, q, k, 0.125).all()
     out = method.prefill(q, k, v, scale=0.125, stats=stats)
     torch.testing.assert_close(out, exact_reference(q, k, v, scale=0.125), atol=1e-5, rtol=1e-5)
     assert stats.density == 1.0 and stats.per_head == [1.0] * 4
@@ -169,3 +187,16 @@ def test_the_forecast_check_sets_each_heads_forecast_beside_its_walk():
     text = tool.markdown({"workload": "two heads", "ctx": 512, "device": "cpu", "torch": "x", "date": "d",
                           "rows": [row]})
     assert "| 0.01 |" in text and text.count("/") >= 2
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.003, 0.03])
+def test_the_op_computes_what_the_method_computes_at_the_defaults(tau):
+    # s2o_attention (the op users call) and --method s2o run one function: the same plan, the same
+    # routing of flat heads to the dense kernel, the same output and pair counts
+    q, k, v = _one_sharp_one_diffuse(2048)
+    stats = AttentionStats()
+    by_method = create("s2o", {"tau": str(tau)}).prefill(q, k, v, scale=0.125, stats=stats)
+    by_op, op_stats = s2o_attention(q, k, v, tau=tau, return_stats=True)
+    assert torch.equal(by_method, by_op)
+    assert stats.per_head == op_stats.density_per_head.tolist()
+    assert stats.density == pytest.approx(op_stats.density, rel=1e-12)

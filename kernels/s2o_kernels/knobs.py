@@ -26,6 +26,10 @@ DEFAULT_STOP_RULE = "chunk"
 # patience 4 walks past the dull chunks an estimated order leaves.
 DEFAULT_TAU = 0.0003
 DEFAULT_PATIENCE = 4
+# S2O's heads whose walk the planner's histogram forecasts to visit at least this density run on the
+# dense kernel instead (s2o/forecast.py, dense_heads): the forecast undershoots real walks, so at 0.75
+# it flags the heads whose estimate is nearly flat, which the walk visits whole (reports/bench/NOTES.md).
+DEFAULT_DENSE_ABOVE = 0.75
 
 DEFAULT_SEGMENT = 1024  # queries per segment: the keys before a segment are ranked once for it
 DEFAULT_SINKS = 64  # first keys, always computed exactly (attention sinks)
@@ -54,6 +58,12 @@ def check_tau(tau: float) -> None:
     """tau is a finite share of mass >= 0 (0 = dense: every listed key is walked)."""
     if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau < 0:
         raise ValueError(f"tau must be a finite number >= 0 (0 = dense); got {tau!r}")
+
+
+def check_dense_above(dense_above: float) -> None:
+    """The forecast density from which S2O runs a head on the dense kernel: within [0, 1] (0 = never)."""
+    if isinstance(dense_above, bool) or not isinstance(dense_above, (int, float)) or not 0.0 <= dense_above <= 1.0:
+        raise ValueError(f"dense_above must be within [0, 1] (0 = never); got {dense_above!r}")
 
 
 def check_patience(patience: int) -> None:

@@ -5,34 +5,14 @@ Every sparse number is quoted against these, measured in the same run on the sam
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import SDPBackend
+
+from s2o_kernels.dense import cuda_unavailable_reason, fa3_attention, fa3_unavailable_reason, sdpa_causal
 
 from .base import AttentionMethod, AttentionStats
-
-
-def _sdpa(q, k, v, scale, backends=None):
-    gqa = q.shape[1] != k.shape[1]
-    if backends is None:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
-    with sdpa_kernel(backends):
-        if gqa and SDPBackend.FLASH_ATTENTION not in backends:
-            # cuDNN and math backends take GQA only as repeated heads on some torch builds
-            group = q.shape[1] // k.shape[1]
-            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-            gqa = False
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
-
-
-def _cuda_reason() -> str | None:
-    if not torch.cuda.is_available():
-        return "needs a CUDA GPU (none here): use `sdpa` or `eager` on the CPU"
-    return None
 
 
 @dataclass
@@ -43,7 +23,7 @@ class SDPA(AttentionMethod):
     summary = "torch scaled_dot_product_attention, backend chosen by torch (CPU too)"
 
     def prefill(self, q, k, v, *, scale, stats: AttentionStats | None = None):
-        return _sdpa(q, k, v, scale)
+        return sdpa_causal(q, k, v, scale)
 
 
 @dataclass
@@ -72,10 +52,10 @@ class FA2(AttentionMethod):
     summary = "FlashAttention-2 (torch SDPA flash backend)"
 
     def unavailable_reason(self):
-        return _cuda_reason()
+        return cuda_unavailable_reason()
 
     def prefill(self, q, k, v, *, scale, stats: AttentionStats | None = None):
-        return _sdpa(q, k, v, scale, [SDPBackend.FLASH_ATTENTION])
+        return sdpa_causal(q, k, v, scale, [SDPBackend.FLASH_ATTENTION])
 
 
 @dataclass
@@ -86,42 +66,10 @@ class CuDNN(AttentionMethod):
     summary = "cuDNN fused attention (torch SDPA cuDNN backend)"
 
     def unavailable_reason(self):
-        return _cuda_reason()
+        return cuda_unavailable_reason()
 
     def prefill(self, q, k, v, *, scale, stats: AttentionStats | None = None):
-        return _sdpa(q, k, v, scale, [SDPBackend.CUDNN_ATTENTION])
-
-
-@functools.cache
-def fa3_unavailable_reason() -> str | None:
-    if importlib.util.find_spec("fa3_fwd_interface") is None:
-        return "needs the fa3-fwd package: pip install 's2o-eval[gpu]' (Hopper GPUs only)"
-    reason = _cuda_reason()
-    if reason:
-        return reason
-    if torch.cuda.get_device_capability()[0] != 9:
-        return "FlashAttention-3 runs on Hopper (sm90) GPUs only: use fa2 or cudnn here"
-    return None
-
-
-def fa3_attention(q, k, v, scale: float) -> torch.Tensor:
-    """Causal FlashAttention-3 on (batch, heads, seq, dim) tensors (GQA handled by FA3 itself).
-    (The fa3-fwd build has no local attention, so sliding layers cannot use it.)"""
-    from fa3_fwd_interface import flash_attn_func
-
-    out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                          softmax_scale=scale, causal=True)
-    if isinstance(out, tuple):
-        out = out[0]
-    return out.transpose(1, 2)
-
-
-def fastest_causal(q, k, v, scale: float) -> torch.Tensor:
-    """Dense causal attention by the fastest kernel this machine has: FlashAttention-3 on Hopper, else
-    whatever torch SDPA picks (the CPU included)."""
-    if q.is_cuda and fa3_unavailable_reason() is None:
-        return fa3_attention(q, k, v, scale)
-    return _sdpa(q, k, v, scale)
+        return sdpa_causal(q, k, v, scale, [SDPBackend.CUDNN_ATTENTION])
 
 
 @dataclass

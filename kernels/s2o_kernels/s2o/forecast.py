@@ -58,3 +58,19 @@ def forecast_density(histogram: Tensor, width: float, n_ctx: int, segment: int, 
     rows[-1] = n_ctx - (n_seg - 1) * segment
     causal = n_ctx * (n_ctx + 1) / 2
     return 1.0 - ((length - walked) * rows).sum(-1) / causal
+
+
+def dense_heads(histogram: Tensor, width: float, n_ctx: int, segment: int, q_heads: int, *, tau: float,
+                block_n: int, patience: int, dense_above: float) -> Tensor | None:
+    """Query heads (bool ``(q_heads,)``) whose forecast density, averaged over the batch, reaches
+    ``dense_above``; None when none does. A plan with one list per kv head routes its GQA group together.
+
+    Such a head is cheaper on the dense kernel than walked nearly whole through the gathering executor,
+    which runs below dense speed per pair (reports/bench/NOTES.md). Being one-sided (see the module
+    docstring), the flag catches heads whose estimate is nearly flat and misses some others.
+    """
+    forecast = forecast_density(histogram, width, n_ctx, segment, tau=tau, block_n=block_n, patience=patience).mean(0)
+    dense = forecast >= dense_above
+    if dense.numel() != q_heads:
+        dense = dense.repeat_interleave(q_heads // dense.numel())
+    return dense if bool(dense.any()) else None
