@@ -33,7 +33,8 @@ from .decoding import resolve_decode
 from .methods import AttentionMethod, create
 from .models.rope_scaling import RopeScaling
 from .rundir import RunDir, UnreadableRunFile, config_differences, config_hash, output_problem
-from .suites import TaskRef, ctx_label, parse_tasks
+from .formatting import ctx_label
+from .suites import TaskRef, parse_tasks
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .formatting import ctx_label
 from .reading import AnyOf, InputFile
 
 SUITE_DIR = Path(__file__).resolve().parent / "suites"
@@ -114,10 +115,6 @@ def parse_ctx(text: str | list[str], shortest: int = SHORTEST_TASK_CTX) -> list[
     if not lengths:
         raise UserError("--ctx is empty: write e.g. --ctx 4k,32k")
     return sorted(set(lengths))
-
-
-def ctx_label(tokens: int) -> str:
-    return f"{tokens // 1024}K" if tokens % 1024 == 0 else str(tokens)
 
 
 def load_named_suite(name: str) -> dict:

@@ -8,7 +8,8 @@ import torch
 from s2o_eval.errors import UserError
 from s2o_eval.methods import METHODS, create, parse_method_args, resolve_dense
 from s2o_eval.rundir import RunDir, config_hash, summarize
-from s2o_eval.suites import ctx_label, parse_ctx
+from s2o_eval.formatting import ctx_label
+from s2o_eval.suites import parse_ctx
 
 from tiny_models import make_qkv, make_tiny_llama, tiny_gemma_config, tiny_llama_config
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..errors import UserError
+from ..formatting import ctx_label
 from ..models.rope_scaling import RopeScaling, label as rope_label
 from ..outputs import check_output
 from ..reading import AnyOf, InputFile
@@ -304,8 +305,6 @@ class CaptureRequest:
 def default_capture_path(model_name: str, tokens: int, rope_scaling: dict | None) -> Path:
     """``captures/<model>-<ctx>.pt``, with ``-linearF`` when the RoPE was scaled: an interpolated capture
     never replaces the plain one of the same length."""
-    from ..suites import ctx_label
-
     tag = rope_label(rope_scaling)
     return Path("captures") / f"{model_name}-{ctx_label(tokens).lower()}{f'-{tag}' if tag else ''}.pt"
 

@@ -16,12 +16,11 @@ from rich.markup import escape
 from rich.table import Column, Table
 from rich.text import Text
 
-from ..bench.markdown import fmt_args, operator_ms
 from ..bench.records import BASELINES, measured
-from ..formatting import fmt_delta, fmt_ms, fmt_num, fmt_ratio
+from ..formatting import ctx_label, fmt_args, fmt_delta, fmt_ms, fmt_num, fmt_ratio, operator_ms
 from ..methods import METHODS, resolve_dense
 from ..reporting.regress import AverageCheck
-from ..suites import SUITES, ctx_label, short_task_name
+from ..suites import SUITES, short_task_name
 
 if TYPE_CHECKING:
     from ..evaluation import RunOutcome

@@ -23,7 +23,7 @@ Warn = Callable[[str], None]
 def print_warning(line: str) -> None:
     print(f"Warning: {line}", file=sys.stderr)
 
-# Dense methods by CLI name (the contracts table). Kept here, not read from the methods registry,
+# Dense methods by CLI name. Kept here, not read from the methods registry,
 # so that reading reports never imports torch.
 DENSE_METHODS = frozenset({"fa2", "cudnn", "fa3", "sdpa", "eager", "dense"})
 
