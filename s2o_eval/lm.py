@@ -21,7 +21,7 @@ from lm_eval.models.huggingface import HFLM
 
 from .decoding import resolve_decode
 from .methods import AttentionMethod
-from .patching import PrefillRecorder, use_method
+from .integration.patching import PrefillRecorder, use_method
 
 
 @dataclass

@@ -54,7 +54,7 @@ def _tiny_llama():
 
 
 def test_patched_prefill_matches_and_decode_stays_dense():
-    from s2o_eval.patching import use_method
+    from s2o_eval.integration.patching import use_method
 
     model = _tiny_llama()
     ids = torch.randint(0, 128, (1, 40), generator=torch.Generator().manual_seed(1))
@@ -79,7 +79,7 @@ def _tiny_gemma():
 
 
 def test_sliding_window_layers_keep_their_own_attention():
-    from s2o_eval.patching import use_method
+    from s2o_eval.integration.patching import use_method
 
     model = _tiny_gemma()
     ids = torch.randint(0, 128, (1, 30), generator=torch.Generator().manual_seed(2))
@@ -97,7 +97,7 @@ def test_static_cache_decode_gives_the_same_tokens_and_the_method_sees_the_promp
     the method must still get exactly the prompt's keys, and greedy tokens must not change."""
     from transformers import StaticCache
 
-    from s2o_eval.patching import use_method
+    from s2o_eval.integration.patching import use_method
 
     model = _tiny_gemma()
     ids = torch.randint(1, 128, (1, prompt_len), generator=torch.Generator().manual_seed(3))  # 0 is the pad id

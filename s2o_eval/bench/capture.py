@@ -3,7 +3,7 @@
 A capture is what ``s2o-eval bench`` replays as a "real attention" workload. It is made by
 registering a capturing attention function with transformers' ``AttentionInterface``: full-attention
 prefill calls record ``(query, key, value, scaling)`` and then compute plain causal attention;
-sliding-window layers go through ``s2o_eval.sliding`` (no N x N mask, so 128K fits). No attention
+sliding-window layers go through ``s2o_eval.integration.sliding`` (no N x N mask, so 128K fits). No attention
 mask is ever built: the capture is one unpadded sequence, batch 1.
 
 File format (``torch.save``; read back with ``read_capture``)::
@@ -36,7 +36,7 @@ from ..formatting import ctx_label
 from ..models.rope_scaling import RopeScaling, label as rope_label
 from ..outputs import check_output
 from ..reading import AnyOf, InputFile
-from ..sliding import sliding_window_attention
+from ..integration.sliding import sliding_window_attention
 
 FORMAT = "s2o-eval-capture/1"
 ATTENTION_NAME = "s2o_eval_capture"
