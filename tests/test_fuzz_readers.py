@@ -31,7 +31,7 @@ from s2o_eval.models import cache as model_cache
 from s2o_eval.reporting import load_runs
 from s2o_eval.reporting.build import compute
 from s2o_eval.reporting.regress import baseline_from_run, check_comparable, evaluate, load_baseline
-from s2o_eval.rundir import RunDir, UnreadableRunFile, sample_key
+from s2o_eval.run.rundir import RunDir, UnreadableRunFile, sample_key
 from s2o_tasks.common import DataUnavailable
 from s2o_tasks.infinitebench.utils import load_split
 from s2o_tasks.longbench_v2.utils import load_docs, read_cot_responses

@@ -7,9 +7,9 @@ import torch
 
 from s2o_eval.errors import UserError
 from s2o_eval.methods import METHODS, create, parse_method_args, resolve_dense
-from s2o_eval.rundir import RunDir, config_hash, summarize
+from s2o_eval.run.rundir import RunDir, config_hash, summarize
 from s2o_eval.formatting import ctx_label
-from s2o_eval.suites import parse_ctx
+from s2o_eval.run.suites import parse_ctx
 
 from tiny_models import make_qkv, make_tiny_llama, tiny_gemma_config, tiny_llama_config
 
@@ -118,7 +118,7 @@ def test_static_cache_decode_through_the_lm_class(tmp_path):
     from lm_eval.api.instance import Instance
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from s2o_eval.lm import S2OEvalLM
+    from s2o_eval.run.lm import S2OEvalLM
 
     path = make_tiny_llama(tmp_path / "m", max_positions=512)
     model = LlamaForCausalLM.from_pretrained(path).eval()
@@ -137,7 +137,7 @@ def test_static_cache_decode_through_the_lm_class(tmp_path):
 
 
 def test_decode_mode_resolves_per_device():
-    from s2o_eval.decoding import resolve_decode
+    from s2o_eval.run.decoding import resolve_decode
 
     assert resolve_decode("auto", "cpu") == "dynamic"
     assert resolve_decode("auto", "cuda") == "static"

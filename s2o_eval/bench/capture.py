@@ -327,7 +327,7 @@ def run_capture(request: CaptureRequest, progress=None) -> tuple[Path, dict[str,
     loaded = load_model(request.model, device=device, dtype=request.dtype, rope_scaling=request.rope_scaling)
     beyond = request.tokens > loaded.max_window
     if beyond and not request.allow_beyond_window:
-        # as in `run`: interpolation does not lift the check (see evaluation.window_refusal)
+        # as in `run`: interpolation does not lift the check (see run.window.window_refusal)
         lifted = (f", which --rope-scaling {request.rope_scaling.text} does not lift"
                   if loaded.rope_scaling else "")
         raise UserError(f"--ctx {request.tokens} is beyond {loaded.name}'s window of {loaded.max_window} tokens"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from .. import interruption
+from ..run import interruption
 
 
 def main() -> None:

@@ -20,10 +20,10 @@ from ..bench.records import BASELINES, measured
 from ..formatting import ctx_label, fmt_args, fmt_delta, fmt_ms, fmt_num, fmt_ratio, operator_ms
 from ..methods import METHODS, resolve_dense
 from ..reporting.regress import AverageCheck
-from ..suites import SUITES, short_task_name
+from ..run.suites import SUITES, short_task_name
 
 if TYPE_CHECKING:
-    from ..evaluation import RunOutcome
+    from ..run.request import RunOutcome
     from ..reporting import ReportContent, Verdict
 
 

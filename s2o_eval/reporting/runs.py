@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ..errors import NotComparable, UserError
 from ..models.rope_scaling import label as rope_label
-from ..rundir import RunDir, UnreadableRunFile, sample_key, summarize
+from ..run.rundir import RunDir, UnreadableRunFile, sample_key, summarize
 
 Warn = Callable[[str], None]
 

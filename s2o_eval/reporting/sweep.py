@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..rundir import sample_key
+from ..run.rundir import sample_key
 from .runs import DENSE_METHODS, LoadedRun
 from .stats import paired_p_value
 

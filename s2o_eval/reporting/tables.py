@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from ..rundir import mean_or_none, summarize
+from ..run.rundir import mean_or_none, summarize
 from .stats import wilson_interval
 
 Samples = list[dict[str, Any]]

@@ -7,11 +7,11 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
-from .formatting import ctx_label
-from .reading import AnyOf, InputFile
+from ..errors import UserError
+from ..formatting import ctx_label
+from ..reading import AnyOf, InputFile
 
-SUITE_DIR = Path(__file__).resolve().parent / "suites"
+SUITE_DIR = Path(__file__).resolve().parent.parent / "suites"  # package data: s2o_eval/suites/
 #: a named selection (``--suite``): its tasks and lengths, and optionally a limit and a seed
 NAMED_SUITE_SHAPE = {"tasks": [str], "ctx": AnyOf((str, [str])), "limit?": AnyOf((None, int)), "seed?": int}
 
