@@ -9,6 +9,8 @@ Task metadata contract (passed by the harness through ``TaskManager(metadata=...
     seed                 int: documents are a pure function of (seed, task, max_seq_length, index)
     data_dir             str | None: local copies of the datasets' published files
     template_overhead    int: tokens the chat template adds around a prompt (0 when it is off)
+
+and, from the task's YAML (``dataset_kwargs``), ``task``: the short name of the task to build (see ``suite``).
 """
 
 from __future__ import annotations
