@@ -1,6 +1,6 @@
 """The ``s2o-eval`` command. ``main`` takes Ctrl-C and SIGTERM over before anything else, then loads
 the command groups (``commands``; torch and lm-eval among their imports take seconds): a signal at any
-moment then ends in one line, never a traceback (``interruption``)."""
+moment then ends in one line, never a traceback (``run.interruption``)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Every function takes the runs as an ordered mapping ``label -> list of sample dicts`` (the first run is
 the baseline that deltas and speedups refer to) and returns dicts of numbers; rendering is elsewhere.
-Per-cell numbers come from ``rundir.summarize`` so that a report and a run's summary.json agree.
+Per-cell numbers come from ``run.rundir.summarize`` so that a report and a run's summary.json agree.
 """
 
 from __future__ import annotations
