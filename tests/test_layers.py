@@ -87,6 +87,18 @@ def test_the_harness_check_resolves_relative_imports():
     assert {"env", "run"} <= imports and "cli" not in imports
 
 
+def test_the_harness_top_level_holds_only_what_every_layer_shares():
+    modules = sorted(p.stem for p in (ROOT / "s2o_eval").glob("*.py") if p.stem not in ("__init__", "__main__"))
+    assert modules == ["env", "errors", "formatting", "outputs", "reading"]
+
+
+@pytest.mark.parametrize("package", sorted(p.parent.name for p in (ROOT / "s2o_eval").glob("*/__init__.py")))
+def test_every_harness_package_says_in_two_lines_what_it_holds(package):
+    docstring = ast.get_docstring(ast.parse((ROOT / "s2o_eval" / package / "__init__.py").read_text()))
+    assert docstring, f"s2o_eval/{package}/__init__.py has no docstring"
+    assert len(docstring.split("\n\n")[0].splitlines()) <= 2, f"s2o_eval.{package}: say what it holds in two lines"
+
+
 def test_the_import_check_sees_every_way_of_importing(tmp_path):
     source = tmp_path / "example.py"
     source.write_text("import s2o_eval.cli\nfrom s2o_tasks import common\nfrom . import sibling\n"

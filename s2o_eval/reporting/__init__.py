@@ -1,6 +1,8 @@
 """Reports from stored runs: tables (pure functions over sample records), plots, markdown, and the
-regression gate against a baseline of per-sample scores. Nothing here touches a GPU; torch is imported
-only to ask the methods registry which methods are dense (``runs.dense_methods``)."""
+regression gate against a baseline of per-sample scores.
+
+Nothing here touches a GPU; torch is imported only to ask the methods registry which methods are dense
+(``runs.dense_methods``)."""
 
 from .build import compute, write_report
 from .content import ReportContent
