@@ -3,7 +3,19 @@ and ``-`` for a value that was not measured."""
 
 from __future__ import annotations
 
+from typing import Any
+
 MISSING = "-"
+
+
+def ctx_label(tokens: int) -> str:
+    """A context length as tables and file names show it: ``32K`` for 32768 (k = 1024), else the number."""
+    return f"{tokens // 1024}K" if tokens % 1024 == 0 else str(tokens)
+
+
+def fmt_args(args: dict[str, Any] | None) -> str:
+    """A method's parameters in one cell: ``tau=0.01, segment=1024``, ``-`` for none."""
+    return ", ".join(f"{k}={v}" for k, v in (args or {}).items()) or MISSING
 
 
 def fmt_num(value: float | None, spec: str = ".1f") -> str:
@@ -34,3 +46,8 @@ def fmt_ms(value: float | None, *, below_10: str = ".2f", separator: str = ",") 
     if value >= 100:
         return format(value, f"{separator}.0f")
     return format(value, ".1f" if value >= 10 else below_10)
+
+
+def operator_ms(value: float | None) -> str:
+    """An operator's time: three significant digits below 10 ms (kernels run in microseconds)."""
+    return fmt_ms(value, below_10=".3g", separator="")

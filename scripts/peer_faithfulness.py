@@ -1,6 +1,6 @@
 """Faithfulness check: each block-sparse peer's own code against our re-implementation, same inputs.
 
-Our peers (``kernels/peers/``) are re-implementations written from the papers. This tool runs the
+Our peers (``kernels/s2o_kernels/peers/``) are re-implementations written from the papers. This tool runs the
 authors' public code, imported at run time from ``--peers-dir`` (``scripts/stage_peers.sh DIR``
 copies it there; it never enters this repository), on one captured (or random) attention problem,
 and for each peer and a few settings (the literature default first, then values of the main knob):

@@ -37,7 +37,7 @@ def tiny_model(tmp_path_factory):
 def finished_run(tiny_model, tmp_path_factory):
     """A finished run directory of ``tiny_runs.ARGS``: copy it (``tiny_runs.copy``) before changing it."""
     import tiny_runs
-    from s2o_eval.rundir import RunDir
+    from s2o_eval.run.rundir import RunDir
 
     out = tmp_path_factory.mktemp("finished") / "run"
     result = tiny_runs.run(tiny_model, out)

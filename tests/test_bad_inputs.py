@@ -18,7 +18,7 @@ import tiny_runs
 from s2o_eval.cli import app
 from s2o_eval.models import cache as model_cache
 from s2o_eval.models import load_model
-from s2o_eval.rundir import RunDir
+from s2o_eval.run.rundir import RunDir
 
 from test_infinitebench import RECORDS as INFINITEBENCH_RECORDS
 from test_longbench_v2 import record as longbench_record

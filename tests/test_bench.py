@@ -25,7 +25,7 @@ from s2o_eval.cli import app
 from s2o_eval.errors import UserError
 from s2o_eval.methods import METHODS, AttentionStats
 from s2o_eval.methods.base import SparseMethod
-from s2o_eval.sliding import sliding_window_attention
+from s2o_eval.integration.sliding import sliding_window_attention
 from s2o_kernels import dense_plan, sparse_attention
 
 RECORD_FIELDS = {"workload", "method", "params", "ctx", "shape", "device", "versions", "ms_plan", "ms_execute",

@@ -1,4 +1,4 @@
-"""``s2o-eval capture`` and ``s2o_eval.sliding`` on a tiny random Gemma 3 (sliding + full layers), CPU, no download."""
+"""``s2o-eval capture`` and ``s2o_eval.integration.sliding`` on a tiny random Gemma 3 (sliding + full layers), CPU, no download."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from s2o_eval.bench.capture import FORMAT, capture_layers, capturing, choose_layers, prompt_ids, read_capture
 from s2o_eval.cli import app
 from s2o_eval.errors import UserError
-from s2o_eval.sliding import sliding_window_attention
+from s2o_eval.integration.sliding import sliding_window_attention
 from s2o_kernels.reference import exact_reference
 
 from tiny_models import TEXT, make_qkv, make_tokenizer, tiny_gemma_config
@@ -47,7 +47,7 @@ def _ids(n: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(3, 300, (1, n), generator=torch.Generator().manual_seed(seed))
 
 
-# ------------------------------------------------------------------------------ s2o_eval.sliding
+# ---------------------------------------------------------------------- s2o_eval.integration.sliding
 
 def _transformers_sliding_mask(n: int, window: int) -> torch.Tensor:
     from transformers.masking_utils import sliding_window_causal_mask_function
@@ -73,7 +73,7 @@ def test_sliding_window_matches_transformers_mask(query_chunk):
 
 
 def test_capturing_model_logits_match_transformers(tiny_gemma, monkeypatch):
-    """Sliding layers through s2o_eval.sliding, global layers through causal SDPA, no mask built: the model's
+    """Sliding layers through s2o_eval.integration.sliding, global layers through causal SDPA, no mask built: the model's
     logits equal transformers' own SDPA path with its materialized sliding mask."""
     ids = _ids(50)
     with torch.no_grad():

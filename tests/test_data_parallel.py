@@ -8,10 +8,9 @@ import sys
 
 import pytest
 
-from s2o_eval.distributed import Place, relaunch_args
-from s2o_eval.evaluation import _share
+from s2o_eval.run.distributed import Place, relaunch_args, share
 from s2o_eval.reporting.scale import scale_report
-from s2o_eval.rundir import RunDir
+from s2o_eval.run.rundir import RunDir
 
 # what depends on the clock or the machine, not on what was computed
 TIMING = ("prefill_ms", "peak_mem_mb")
@@ -22,7 +21,7 @@ SUMMARY_TIMING = ("prefill_ms_mean", "prefill_ms_p50", "prefill_ms_p90")
 _HOOK = """
 import os
 if os.environ.get("S2O_TEST_EVALUATED"):
-    from s2o_eval.rundir import RunDir
+    from s2o_eval.run.rundir import RunDir
     _append = RunDir.append_sample
     def _logged(self, record):
         with open(os.environ["S2O_TEST_EVALUATED"], "a") as fh:
@@ -146,9 +145,9 @@ def test_a_dead_rank_loses_only_its_unfinished_sample(two_runs, tiny_model, hook
 
 def test_samples_are_shared_round_robin_across_tasks():
     plans = [(2048, "a", None, [(0, 0), (1, 1), (2, 2)]), (2048, "b", None, [(0, 0), (1, 1)])]
-    assert _share(plans, Place(rank=0, world_size=2)) == [(2048, "a", None, [(0, 0), (2, 2)]),
+    assert share(plans, Place(rank=0, world_size=2)) == [(2048, "a", None, [(0, 0), (2, 2)]),
                                                            (2048, "b", None, [(1, 1)])]
-    assert _share(plans, Place(rank=1, world_size=2)) == [(2048, "a", None, [(1, 1)]),
+    assert share(plans, Place(rank=1, world_size=2)) == [(2048, "a", None, [(1, 1)]),
                                                            (2048, "b", None, [(0, 0)])]
 
 

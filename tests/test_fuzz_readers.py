@@ -31,10 +31,10 @@ from s2o_eval.models import cache as model_cache
 from s2o_eval.reporting import load_runs
 from s2o_eval.reporting.build import compute
 from s2o_eval.reporting.regress import baseline_from_run, check_comparable, evaluate, load_baseline
-from s2o_eval.rundir import RunDir, UnreadableRunFile, sample_key
+from s2o_eval.run.rundir import RunDir, UnreadableRunFile, sample_key
 from s2o_tasks.common import DataUnavailable
-from s2o_tasks.infinitebench.utils import load_split
-from s2o_tasks.longbench_v2.utils import load_docs, read_cot_responses
+from s2o_tasks.infinitebench.dataset import load_dataset as load_infinitebench
+from s2o_tasks.longbench_v2.dataset import load_dataset as load_longbench, read_cot_responses
 from s2o_tasks.ruler import data as ruler_data
 from s2o_tasks.ruler.generate import build_docs
 
@@ -88,7 +88,7 @@ def test_longbench_v2_data_json(tmp_path, tokenizer):
     path = tmp_path / "longbench_v2" / "data.json"
     path.parent.mkdir(parents=True)
     valid = [longbench_record(i, words=20) for i in range(2)]
-    read = lambda: load_docs(tokenizer=tokenizer, max_seq_length=1024, data_dir=str(tmp_path))  # noqa: E731
+    read = lambda: load_longbench("longbench_v2", tokenizer=tokenizer, max_seq_length=1024, data_dir=str(tmp_path))  # noqa: E731
     assert _fuzz(path, json_mutations(valid, _rng("longbench")), read, DataUnavailable) > 500
 
 
@@ -108,7 +108,7 @@ def test_infinitebench_jsonl(tmp_path, tokenizer, split):
     window, record = INFINITEBENCH[split]
     path = tmp_path / "infinitebench" / f"{split}.jsonl"
     path.parent.mkdir(parents=True)
-    read = lambda: load_split(split, tokenizer=tokenizer, max_seq_length=window, data_dir=str(tmp_path))  # noqa: E731
+    read = lambda: load_infinitebench(split, tokenizer=tokenizer, max_seq_length=window, data_dir=str(tmp_path))  # noqa: E731
     mutations = json_mutations([dict(record, id=0), dict(record, id=1)], _rng(split), lines=True)
     assert _fuzz(path, mutations, read, DataUnavailable) > 300
 

@@ -7,8 +7,9 @@ import torch
 
 from s2o_eval.errors import UserError
 from s2o_eval.methods import METHODS, create, parse_method_args, resolve_dense
-from s2o_eval.rundir import RunDir, config_hash, summarize
-from s2o_eval.suites import ctx_label, parse_ctx
+from s2o_eval.run.rundir import RunDir, config_hash, summarize
+from s2o_eval.formatting import ctx_label
+from s2o_eval.run.suites import parse_ctx
 
 from tiny_models import make_qkv, make_tiny_llama, tiny_gemma_config, tiny_llama_config
 
@@ -53,7 +54,7 @@ def _tiny_llama():
 
 
 def test_patched_prefill_matches_and_decode_stays_dense():
-    from s2o_eval.patching import use_method
+    from s2o_eval.integration.patching import use_method
 
     model = _tiny_llama()
     ids = torch.randint(0, 128, (1, 40), generator=torch.Generator().manual_seed(1))
@@ -78,7 +79,7 @@ def _tiny_gemma():
 
 
 def test_sliding_window_layers_keep_their_own_attention():
-    from s2o_eval.patching import use_method
+    from s2o_eval.integration.patching import use_method
 
     model = _tiny_gemma()
     ids = torch.randint(0, 128, (1, 30), generator=torch.Generator().manual_seed(2))
@@ -96,7 +97,7 @@ def test_static_cache_decode_gives_the_same_tokens_and_the_method_sees_the_promp
     the method must still get exactly the prompt's keys, and greedy tokens must not change."""
     from transformers import StaticCache
 
-    from s2o_eval.patching import use_method
+    from s2o_eval.integration.patching import use_method
 
     model = _tiny_gemma()
     ids = torch.randint(1, 128, (1, prompt_len), generator=torch.Generator().manual_seed(3))  # 0 is the pad id
@@ -117,7 +118,7 @@ def test_static_cache_decode_through_the_lm_class(tmp_path):
     from lm_eval.api.instance import Instance
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from s2o_eval.lm import S2OEvalLM
+    from s2o_eval.run.lm import S2OEvalLM
 
     path = make_tiny_llama(tmp_path / "m", max_positions=512)
     model = LlamaForCausalLM.from_pretrained(path).eval()
@@ -136,7 +137,7 @@ def test_static_cache_decode_through_the_lm_class(tmp_path):
 
 
 def test_decode_mode_resolves_per_device():
-    from s2o_eval.decoding import resolve_decode
+    from s2o_eval.run.decoding import resolve_decode
 
     assert resolve_decode("auto", "cpu") == "dynamic"
     assert resolve_decode("auto", "cuda") == "static"

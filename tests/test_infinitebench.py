@@ -16,18 +16,20 @@ pytest.importorskip("lm_eval")
 
 from s2o_tasks import TASKS_DIR  # noqa: E402
 from s2o_tasks.common import DataUnavailable, load_tokenizer  # noqa: E402
-from s2o_tasks.infinitebench import GEN_TOKENS, GROUP, OPTIONAL_TASKS, TASKS, data_status, task_name  # noqa: E402
+from s2o_tasks.infinitebench import GROUP, SUITE  # noqa: E402
 from s2o_tasks.infinitebench import make_yamls  # noqa: E402
-from s2o_tasks.infinitebench.prompts import GPT4_TEMPLATES, OPEN_TEMPLATES, golds, prompt_parts  # noqa: E402
+from s2o_tasks.infinitebench.dataset import load_dataset  # noqa: E402
+from s2o_tasks.infinitebench.prompting import GPT4_TEMPLATES, OPEN_TEMPLATES, golds, prompt_parts  # noqa: E402
 from s2o_tasks.infinitebench.scoring import (  # noqa: E402
-    rouge_lsum, rouge_lsum_fallback, score, score_code_debug, score_code_run, score_first_int,
+    process_results, rouge_lsum, rouge_lsum_fallback, score, score_code_debug, score_code_run, score_first_int,
     score_kv_retrieval, score_longbook_choice, score_longdialogue, score_math_calc, score_math_find,
     score_qa_chn, score_qa_eng, score_summary)
-from s2o_tasks.infinitebench.utils import load_split, process_results  # noqa: E402
 
 CORPUS = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
           "Read the book and answer the question. The pass key is 71432. func_12 return value "
           "alpha beta gamma delta epsilon the grass is green the sky is blue 0123456789 阅读以下书籍然后回答问题 ")
+#: tokens each task generates, every task of the suite (math_calc too)
+BUDGETS = {task.name: task.gen_budget for task in (*SUITE.tasks, *SUITE.optional_tasks)}
 NOISE = " ".join(f"The grass is green {j}." for j in range(400))
 ZH_NOISE = "胡一刀和马行空在雪山上。" * 200
 
@@ -96,12 +98,12 @@ def meta(tok_path, data_dir, **over):
 # -- task table -----------------------------------------------------------------------------------
 
 def test_task_table_follows_the_official_code():
-    assert GEN_TOKENS == {"passkey": 6, "number_string": 12, "kv_retrieval": 50, "longbook_sum_eng": 1200,
+    assert BUDGETS == {"passkey": 6, "number_string": 12, "kv_retrieval": 50, "longbook_sum_eng": 1200,
                           "longbook_choice_eng": 40, "longbook_qa_eng": 40, "longbook_qa_chn": 40,
                           "longdialogue_qa_eng": 40, "math_find": 3, "math_calc": 30000, "code_run": 5,
                           "code_debug": 5}
-    assert sorted(TASKS + OPTIONAL_TASKS) == sorted(GEN_TOKENS) and OPTIONAL_TASKS == ["math_calc"]
-    assert task_name("passkey") == "s2o_infinitebench_passkey" and GROUP == "s2o_infinitebench"
+    assert [t.name for t in SUITE.optional_tasks] == ["math_calc"]
+    assert SUITE.lm_eval_name("passkey") == "s2o_infinitebench_passkey" and GROUP == "s2o_infinitebench"
 
 
 def test_generated_yamls_are_up_to_date():
@@ -162,11 +164,11 @@ def test_golds_follow_the_official_get_answer():
 
 # -- documents and truncation ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("split", sorted(GEN_TOKENS))
+@pytest.mark.parametrize("split", sorted(BUDGETS))
 def test_documents_fit_the_budget_keeping_instruction_and_question(split, tok_path, data_dir):
     tok = load_tokenizer(tok_path)
-    window = GEN_TOKENS[split] + 10 + 700  # a prompt budget of 700 tokens for every split
-    docs = load_split(split, **meta(tok_path, data_dir, max_seq_length=window))["test"]
+    window = BUDGETS[split] + 10 + 700  # a prompt budget of 700 tokens for every split
+    docs = load_dataset(split, **meta(tok_path, data_dir, max_seq_length=window))["test"]
     assert docs["index"] == [0, 1] and docs["id"] == ["0", "1"] and docs["split"] == [split, split]
     long_doc, short_doc = docs[0], docs[1]
     head, context, tail = prompt_parts(dict(RECORDS[split]), split)
@@ -197,13 +199,13 @@ def test_num_samples_is_a_seeded_sample_keeping_file_positions(tok_path, tmp_pat
     rows = [json.dumps({"id": j, "context": f"c{j}", "input": "What is the pass key?", "answer": [str(j)],
                         "options": []}) for j in range(9)]
     (tmp_path / "infinitebench" / "passkey.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    docs = load_split("passkey", **meta(tok_path, str(tmp_path), num_samples=4, seed=3))["test"]
+    docs = load_dataset("passkey", **meta(tok_path, str(tmp_path), num_samples=4, seed=3))["test"]
     assert docs["index"] == sorted(random.Random(3).sample(range(9), 4))
     assert docs["outputs"] == [[str(i)] for i in docs["index"]]
 
 
 def test_gpt4_prompt_style(tok_path, data_dir):
-    doc = load_split("passkey", **meta(tok_path, data_dir), infinitebench_prompts="gpt4")["test"][1]
+    doc = load_dataset("passkey", **meta(tok_path, data_dir), infinitebench_prompts="gpt4")["test"][1]
     assert doc["input"] == GPT4_TEMPLATES["passkey"].format(context="Short context.", input="What is the pass key?")
 
 
@@ -337,22 +339,22 @@ def test_process_results_dispatches_on_the_split():
 def test_missing_data_offline_is_one_line_saying_where(tok_path, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataUnavailable) as err:
-        load_split("kv_retrieval", **meta(tok_path, str(tmp_path)))
+        load_dataset("kv_retrieval", **meta(tok_path, str(tmp_path)))
     message = str(err.value)
     assert "\n" not in message and str(tmp_path / "infinitebench" / "kv_retrieval.jsonl") in message
     assert "huggingface.co/datasets/xinrongzhang2022/InfiniteBench" in message
-    assert data_status("kv_retrieval", str(tmp_path)) == message
-    assert data_status("s2o_infinitebench_kv_retrieval", None).endswith("<data-dir>/infinitebench/kv_retrieval.jsonl")
+    assert SUITE.data_status("kv_retrieval", str(tmp_path)) == message
+    assert SUITE.data_status("s2o_infinitebench_kv_retrieval", None).endswith("<data-dir>/infinitebench/kv_retrieval.jsonl")
 
 
 def test_data_status(data_dir, tmp_path, monkeypatch):
-    assert data_status("passkey", data_dir) is None
+    assert SUITE.data_status("passkey", data_dir) is None
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
     monkeypatch.setattr("s2o_tasks.common.hub_reachable", lambda: True)  # as if the hub answered
-    assert data_status("passkey", str(tmp_path)).startswith("from the hub")
-    with pytest.raises(ValueError, match="unknown InfiniteBench split"):
-        data_status("longbook_qa_en", data_dir)  # stock lm-eval's name: not a real split
+    assert SUITE.data_status("passkey", str(tmp_path)).startswith("from the hub")
+    with pytest.raises(ValueError, match="unknown infinitebench task"):
+        SUITE.data_status("longbook_qa_en", data_dir)  # stock lm-eval's name: not a real split
 
 
 # -- lm-eval --------------------------------------------------------------------------------------
@@ -362,19 +364,19 @@ def test_yamls_load_through_lm_eval_and_build_requests(tok_path, data_dir):
 
     manager = TaskManager(include_path=str(TASKS_DIR / "infinitebench"), include_defaults=False,
                           metadata=meta(tok_path, data_dir, max_seq_length=31_000))
-    names = [task_name(s) for s in TASKS + OPTIONAL_TASKS]
+    names = [SUITE.lm_eval_name(s) for s in BUDGETS]
     assert set(names) | {GROUP} <= set(manager.all_tasks)
-    loaded = manager.load([GROUP] + [task_name(s) for s in OPTIONAL_TASKS])
-    assert sorted(loaded["group_map"][GROUP]) == sorted(task_name(s) for s in TASKS)
+    loaded = manager.load([GROUP] + [SUITE.lm_eval_name(t.name) for t in SUITE.optional_tasks])
+    assert sorted(loaded["group_map"][GROUP]) == sorted(SUITE.lm_eval_name(t.name) for t in SUITE.tasks)
     assert sorted(loaded["tasks"]) == sorted(names)
-    for split in TASKS + OPTIONAL_TASKS:
-        task = loaded["tasks"][task_name(split)]
+    for split in BUDGETS:
+        task = loaded["tasks"][SUITE.lm_eval_name(split)]
         docs = list(task.eval_docs)
-        assert len(docs) == 2 and all(d["length"] <= 31_000 - 10 - GEN_TOKENS[split] for d in docs)
+        assert len(docs) == 2 and all(d["length"] <= 31_000 - 10 - BUDGETS[split] for d in docs)
         task.build_all_requests(limit=1, rank=0, world_size=1)
         context, gen_kwargs = task.instances[0].args
         assert context == docs[0]["input"]
-        assert gen_kwargs["max_gen_toks"] == GEN_TOKENS[split] and gen_kwargs["until"] == []
+        assert gen_kwargs["max_gen_toks"] == BUDGETS[split] and gen_kwargs["until"] == []
         assert gen_kwargs["do_sample"] is False
         assert set(task.process_results(docs[0], ["x"])) == {"score"}
 

@@ -1,7 +1,7 @@
 """Which package may import which, and what the repository root holds.
 
 s2o_kernels knows nothing of models, tasks or the harness; s2o_tasks (lm-eval adapters) knows nothing of
-the harness. Only s2o_eval is a package at the root: a root-level ``kernels/__init__.py`` shadowed Hugging
+the harness; inside the harness, lower layers never import higher ones (``HARNESS_LAYERS``). Only s2o_eval is a package at the root: a root-level ``kernels/__init__.py`` shadowed Hugging
 Face's ``kernels``, which transformers imports, for every ``python -m ...`` run from the root."""
 
 import ast
@@ -42,6 +42,61 @@ def test_lower_layers_never_import_higher_ones(package):
              for path in files for name in sorted(imported_modules(path))
              if name.split(".")[0] in FORBIDDEN[package]]
     assert not wrong, "\n".join(wrong)
+
+
+# Inside s2o_eval, from the bottom up: what each part may not import. The top-level modules (errors, env,
+# formatting, reading, outputs) are what every layer shares; the CLI, at the top, may import anything.
+HARNESS_LAYERS = {
+    "shared": ("methods", "models", "integration", "run", "bench", "reporting", "cli"),
+    "methods": ("models", "integration", "run", "bench", "reporting", "cli"),
+    "models": ("methods", "integration", "run", "bench", "reporting", "cli"),
+    "integration": ("models", "run", "bench", "reporting", "cli"),
+    "run": ("bench", "reporting", "cli"),
+    "bench": ("run", "reporting", "cli"),
+    "reporting": ("integration", "bench", "cli"),
+}
+
+
+def harness_imports(path: Path) -> set[str]:
+    """The parts of s2o_eval (``run``, ``methods``, ... or a top-level module) that a file of it imports,
+    relative imports resolved."""
+    package = path.relative_to(ROOT).parts[:-1]  # ("s2o_eval", "run") for a file of the run package
+    names = {name for name in imported_modules(path) if name.split(".")[0] == "s2o_eval"}
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[:len(package) - node.level + 1]
+            stem = ".".join([*base, *([node.module] if node.module else [])])
+            names.update(f"{stem}.{alias.name}" if not node.module else stem for alias in node.names)
+    return {name.split(".")[1] for name in names if name.count(".") >= 1} - {"__version__"}
+
+
+def test_lower_layers_of_the_harness_never_import_higher_ones():
+    wrong = []
+    for path in sorted((ROOT / "s2o_eval").rglob("*.py")):
+        parts = path.relative_to(ROOT / "s2o_eval").parts
+        layer = "shared" if len(parts) == 1 else parts[0]
+        if layer == "shared" and parts[0] in ("__init__.py", "__main__.py"):
+            continue  # the package's front door: register() and python -m reach up on purpose
+        wrong += [f"{path.relative_to(ROOT)} imports s2o_eval.{name}" for name in sorted(harness_imports(path))
+                  if name in HARNESS_LAYERS.get(layer, ())]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_harness_check_resolves_relative_imports():
+    imports = harness_imports(ROOT / "s2o_eval" / "run" / "evaluate.py")
+    assert {"env", "run"} <= imports and "cli" not in imports
+
+
+def test_the_harness_top_level_holds_only_what_every_layer_shares():
+    modules = sorted(p.stem for p in (ROOT / "s2o_eval").glob("*.py") if p.stem not in ("__init__", "__main__"))
+    assert modules == ["env", "errors", "formatting", "outputs", "reading"]
+
+
+@pytest.mark.parametrize("package", sorted(p.parent.name for p in (ROOT / "s2o_eval").glob("*/__init__.py")))
+def test_every_harness_package_says_in_two_lines_what_it_holds(package):
+    docstring = ast.get_docstring(ast.parse((ROOT / "s2o_eval" / package / "__init__.py").read_text()))
+    assert docstring, f"s2o_eval/{package}/__init__.py has no docstring"
+    assert len(docstring.split("\n\n")[0].splitlines()) <= 2, f"s2o_eval.{package}: say what it holds in two lines"
 
 
 def test_the_import_check_sees_every_way_of_importing(tmp_path):

@@ -13,10 +13,10 @@ from tiny_models import make_tokenizer
 pytest.importorskip("lm_eval")
 
 from s2o_tasks.common import TaskDoesNotFit, DataUnavailable, fit_prompt_middle, load_tokenizer  # noqa: E402
-from s2o_tasks.longbench_v2 import OPTIONAL_TASKS, TASKS, data_status, task_name  # noqa: E402
-from s2o_tasks.longbench_v2.prompting import GEN_TOKENS, prompt_parts, template  # noqa: E402
-from s2o_tasks.longbench_v2.scoring import extract_answer, score  # noqa: E402
-from s2o_tasks.longbench_v2.utils import load_docs, process_results, read_cot_responses  # noqa: E402
+from s2o_tasks.longbench_v2 import SUITE  # noqa: E402
+from s2o_tasks.longbench_v2.dataset import load_dataset, read_cot_responses  # noqa: E402
+from s2o_tasks.longbench_v2.prompting import prompt_parts, template  # noqa: E402
+from s2o_tasks.longbench_v2.scoring import extract_answer, process_results, score  # noqa: E402
 
 from s2o_tasks import TASKS_DIR  # noqa: E402
 
@@ -141,9 +141,9 @@ def test_budget_smaller_than_instruction_and_question_is_an_error(tok):
 # -- documents ------------------------------------------------------------------------------------
 
 def test_documents_fields_groups_and_budget(tok_path, tok, data_dir):
-    docs = load_docs(**meta(tok_path, data_dir))["test"]
+    docs = load_dataset("longbench_v2", **meta(tok_path, data_dir))["test"]
     assert len(docs) == 7
-    budget = 900 - 12 - GEN_TOKENS["0shot"]
+    budget = 900 - 12 - SUITE.task("longbench_v2").gen_budget
     for i, doc in enumerate(docs):
         assert doc["index"] == i and doc["_id"] == f"q{i:03d}"
         assert doc["answer"] == "ABCD"[i % 4] and doc["outputs"] == [doc["answer"]]
@@ -159,25 +159,25 @@ def test_documents_fields_groups_and_budget(tok_path, tok, data_dir):
 
 
 def test_template_overhead_and_generation_budget_shrink_the_prompt(tok_path, data_dir):
-    small = load_docs(**meta(tok_path, data_dir, template_overhead=112))["test"][0]["length"]
+    small = load_dataset("longbench_v2", **meta(tok_path, data_dir, template_overhead=112))["test"][0]["length"]
     assert small <= 900 - 112 - 128
-    cot = load_docs(**meta(tok_path, data_dir, max_seq_length=1500), prompt_variant="cot")["test"][0]
+    cot = load_dataset("longbench_v2_cot", **meta(tok_path, data_dir, max_seq_length=1500))["test"][0]
     assert cot["length"] <= 1500 - 12 - 1024 and cot["input"].endswith("Let’s think step by step:")
 
 
 def test_num_samples_is_a_seeded_sample_keeping_dataset_indices(tok_path, data_dir):
-    docs = load_docs(**meta(tok_path, data_dir, num_samples=3, seed=5))["test"]
+    docs = load_dataset("longbench_v2", **meta(tok_path, data_dir, num_samples=3, seed=5))["test"]
     assert docs["index"] == sorted(random.Random(5).sample(range(7), 3))
     assert docs["_id"] == [f"q{i:03d}" for i in docs["index"]]
 
 
 def test_missing_tokenizer_or_window_is_refused(tok_path, data_dir):
     with pytest.raises(ValueError, match="tokenizer"):
-        load_docs(**meta(None, data_dir))
+        load_dataset("longbench_v2", **meta(None, data_dir))
     with pytest.raises(ValueError, match="max_seq_length"):
-        load_docs(**meta(tok_path, data_dir, max_seq_length=None))
+        load_dataset("longbench_v2", **meta(tok_path, data_dir, max_seq_length=None))
     with pytest.raises(ValueError, match="no room"):
-        load_docs(**meta(tok_path, data_dir, max_seq_length=100))
+        load_dataset("longbench_v2", **meta(tok_path, data_dir, max_seq_length=100))
 
 
 # -- answers and scores ---------------------------------------------------------------------------
@@ -218,7 +218,7 @@ def test_answer_stage_reads_first_stage_samples(tok_path, data_dir, tmp_path):
     ]
     samples.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     assert read_cot_responses(samples, 900) == {2: "Step: w0 first. ", 6: "From lm-eval's log."}
-    docs = load_docs(**meta(tok_path, data_dir), prompt_variant="cot_ans", cot_responses=str(samples))["test"]
+    docs = load_dataset("longbench_v2_cot_ans", **meta(tok_path, data_dir), cot_responses=str(samples))["test"]
     assert docs["index"] == [2, 6]
     assert docs[0]["cot"] == "Step: w0 first. "
     assert docs[0]["input"] == official_prompt("cot_ans", record(2), cot="Step: w0 first.")
@@ -227,11 +227,11 @@ def test_answer_stage_reads_first_stage_samples(tok_path, data_dir, tmp_path):
 
 def test_answer_stage_without_samples_says_what_to_pass(tok_path, data_dir, tmp_path):
     with pytest.raises(DataUnavailable, match="cot_responses="):
-        load_docs(**meta(tok_path, data_dir), prompt_variant="cot_ans")
+        load_dataset("longbench_v2_cot_ans", **meta(tok_path, data_dir))
     empty = tmp_path / "empty.jsonl"
     empty.write_text("", encoding="utf-8")
     with pytest.raises(DataUnavailable, match="run s2o_longbench_v2_cot first"):
-        load_docs(**meta(tok_path, data_dir), prompt_variant="cot_ans", cot_responses=str(empty))
+        load_dataset("longbench_v2_cot_ans", **meta(tok_path, data_dir), cot_responses=str(empty))
 
 
 # -- data availability ----------------------------------------------------------------------------
@@ -239,25 +239,26 @@ def test_answer_stage_without_samples_says_what_to_pass(tok_path, data_dir, tmp_
 def test_missing_data_offline_is_one_line_saying_where(tok_path, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataUnavailable) as err:
-        load_docs(**meta(tok_path, str(tmp_path)))
+        load_dataset("longbench_v2", **meta(tok_path, str(tmp_path)))
     message = str(err.value)
     assert "\n" not in message and str(tmp_path / "longbench_v2" / "data.json") in message
     assert "huggingface.co/datasets/zai-org/LongBench-v2" in message
-    assert data_status("longbench_v2", str(tmp_path)) == message
-    assert "<data-dir>/longbench_v2/data.json" in data_status("longbench_v2", None)
+    assert SUITE.data_status("longbench_v2", str(tmp_path)) == message
+    assert "<data-dir>/longbench_v2/data.json" in SUITE.data_status("longbench_v2", None)
 
 
 def test_data_status(data_dir, tmp_path, monkeypatch):
-    assert data_status("longbench_v2", data_dir) is None
+    assert SUITE.data_status("longbench_v2", data_dir) is None
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
     monkeypatch.setattr("s2o_tasks.common.hub_reachable", lambda: True)  # as if the hub answered
-    assert data_status("s2o_longbench_v2", str(tmp_path)).startswith("from the hub")
+    assert SUITE.data_status("s2o_longbench_v2", str(tmp_path)).startswith("from the hub")
 
 
 def test_task_names():
-    assert TASKS == ["longbench_v2"] and OPTIONAL_TASKS == ["longbench_v2_cot", "longbench_v2_cot_ans"]
-    assert [task_name(t) for t in TASKS + OPTIONAL_TASKS] == [
+    assert [t.name for t in SUITE.tasks] == ["longbench_v2"]
+    assert [t.name for t in SUITE.optional_tasks] == ["longbench_v2_cot", "longbench_v2_cot_ans"]
+    assert [SUITE.lm_eval_name(t.name) for t in SUITE.tasks + SUITE.optional_tasks] == [
         "s2o_longbench_v2", "s2o_longbench_v2_cot", "s2o_longbench_v2_cot_ans"]
 
 
@@ -272,7 +273,7 @@ def test_yamls_load_through_lm_eval_and_build_requests(tok_path, data_dir, tmp_p
     manager = TaskManager(include_path=str(TASKS_DIR / "longbench_v2"), include_defaults=False,
                           metadata=meta(tok_path, data_dir, max_seq_length=1500, num_samples=2, seed=1,
                                         cot_responses=str(samples)))
-    names = [task_name(t) for t in TASKS + OPTIONAL_TASKS]
+    names = [SUITE.lm_eval_name(t.name) for t in SUITE.tasks + SUITE.optional_tasks]
     assert set(names) <= set(manager.all_tasks)
     tasks = manager.load(names)["tasks"]
     wanted = {"s2o_longbench_v2": 128, "s2o_longbench_v2_cot": 1024, "s2o_longbench_v2_cot_ans": 128}

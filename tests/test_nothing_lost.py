@@ -14,7 +14,7 @@ import pytest
 
 import tiny_runs
 from s2o_eval.errors import UserError
-from s2o_eval.rundir import RunDir
+from s2o_eval.run.rundir import RunDir
 
 
 def _lines(path) -> list[bytes]:
@@ -62,7 +62,7 @@ def test_a_torn_last_line_is_redone_on_its_own_line(finished_run, tiny_model, tm
 _HOLDER = """
 import sys, time
 from pathlib import Path
-from s2o_eval.runlock import hold
+from s2o_eval.run.lock import hold
 with hold(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(600)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import tiny_runs
 from s2o_eval.cli import app
-from s2o_eval.rundir import RunDir
+from s2o_eval.run.rundir import RunDir
 from s2o_tasks.common import DataUnavailable
 from s2o_tasks.infinitebench.data import read_records as read_infinitebench
 from s2o_tasks.longbench_v2.data import read_records as read_longbench

@@ -1,6 +1,6 @@
 """The README's code runs as written, on the CPU: "In your own code" (transformers' selector, the
-operator alone) and "Adding a method" (the planner file, the method file, the registry line); its
-Methods table names the registered methods.
+operator alone) and "Adding a method" (the planner file, the method file, the registry line; or the entry
+point of another package); its Methods table names the built-in methods.
 
 Only a few literals are swapped (a tiny model for the hub model, a short sequence); each must be in
 the README's code, so that the README cannot change without this test noticing."""
@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from s2o_eval.cli import app
-from s2o_eval.methods import METHODS, AttentionStats, create
+from s2o_eval.methods import BUILTIN_METHODS, METHODS, AttentionStats, create
 
 from tiny_models import make_qkv
 
@@ -99,6 +99,37 @@ def test_adding_a_method(monkeypatch):
     assert "local" in CliRunner().invoke(app, ["methods"]).output
 
 
+def test_adding_a_method_from_another_package(tmp_path, monkeypatch):
+    """The README's entry point, as pip would install it (a dist-info on the path), with the README's
+    method file in a package of its own: the registry takes it under its name."""
+    import importlib
+
+    from s2o_eval.methods.registry import entry_point_methods
+
+    _, method = python_blocks("Adding a method")
+    (toml,) = re.findall(r"```toml\n(.*?)```", section("Adding a method"), re.S)
+    group, name, value = re.fullmatch(r'\[project\.entry-points\."(.+)"\]\n(\w+) = "(.+)"\n', toml).groups()
+    module, _, cls = value.partition(":")
+    package = tmp_path / module.rpartition(".")[0]
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    own_package = "from s2o_eval.methods.block_sparse import"
+    assert own_package in section("Adding a method")
+    (package / "local.py").write_text(swapped(method, {"from .block_sparse import": own_package}))
+    info = tmp_path / "my_package-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-package\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{name} = {value}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    warnings = []
+    found = entry_point_methods(warn=warnings.append)
+    assert not warnings and list(found) == [name] and found[name].__name__ == cls
+    assert found[name]().params() == {"window": 4, "block": 128}
+    for loaded in [m for m in sys.modules if m.partition(".")[0] == module.partition(".")[0]]:
+        del sys.modules[loaded]  # a later test's path has no such package
+
+
 def test_methods_table_names_every_registered_method():
     rows = re.findall(r"^\| (`.+?) \|", section("Methods", "###"), re.M)
-    assert {name for row in rows for name in re.findall(r"`(\w+)`", row)} == set(METHODS)
+    assert {name for row in rows for name in re.findall(r"`(\w+)`", row)} == set(BUILTIN_METHODS)

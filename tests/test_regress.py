@@ -15,7 +15,7 @@ from s2o_eval.reporting import stats
 from s2o_eval.reporting.regress import (BASELINE_SCHEMA, baseline_from_run, check_comparable, evaluate,
                                         load_baseline, save_baseline)
 from s2o_eval.reporting.runs import load_runs
-from s2o_eval.rundir import RunDir
+from s2o_eval.run.rundir import RunDir
 
 NIAH, VT = "s2o_ruler_niah_single_1", "s2o_ruler_vt"
 K4, K16 = 4096, 16384

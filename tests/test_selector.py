@@ -14,8 +14,8 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_
 
 import s2o_eval
 from s2o_eval.errors import UserError
+from s2o_eval.integration.selector import selector_names
 from s2o_eval.methods import METHODS, create
-from s2o_eval.selector import selector_names
 
 from tiny_models import tiny_llama_config
 

@@ -16,8 +16,8 @@ import textwrap
 import pytest
 
 import tiny_runs
-from s2o_eval import distributed, interruption
-from s2o_eval.rundir import RunDir
+from s2o_eval.run import distributed, interruption
+from s2o_eval.run.rundir import RunDir
 
 
 def _s2o_eval(prelude: str, *args: str) -> subprocess.CompletedProcess:
@@ -44,7 +44,7 @@ def _run_args(model, out) -> list[str]:
 
 _SIGNAL_AFTER_FIRST_SAMPLE = """
     import os, signal
-    from s2o_eval.rundir import RunDir
+    from s2o_eval.run.rundir import RunDir
 
     append = RunDir.append_sample
 

@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from s2o_eval.cli import app
-from s2o_eval.rundir import RunDir
+from s2o_eval.run.rundir import RunDir
 
 import suite_fixtures
 

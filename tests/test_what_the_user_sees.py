@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 import tiny_runs
 from s2o_eval.cli import app
 from s2o_eval.cli.tables import run_results_table
-from s2o_eval.evaluation import RunOutcome
-from s2o_eval.rundir import RunDir
+from s2o_eval.run.request import RunOutcome
+from s2o_eval.run.rundir import RunDir
 
 S2O_ARGS = {"tau": 0.0003, "segment": 1024, "block_m": 128, "block_n": 64, "patience": 2, "score": "max",
             "query_permute": True, "stop_rule": "chunk", "guide": "mean"}

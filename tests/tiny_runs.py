@@ -10,7 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from s2o_eval.cli import app
-from s2o_eval.rundir import RunDir
+from s2o_eval.run.rundir import RunDir
 
 ARGS = ["--task", "ruler:vt", "--ctx", "1k", "--limit", "3", "--method", "sdpa", "-q"]
 SAMPLES = 3

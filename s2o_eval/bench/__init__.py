@@ -1,4 +1,5 @@
-"""The operator bench (``s2o-eval bench``) and the attention captures it replays (``s2o-eval capture``).
+"""The operator bench (``s2o-eval bench``: workloads, timing, records, Pareto tables, markdown and plots)
+and the attention captures it replays (``s2o-eval capture``).
 
     from s2o_eval.bench import BenchRequest, run_bench
     outcome = run_bench(BenchRequest(workloads=["llama8b-random"], ctx=[32768], methods=["fa2", "s2o"],

@@ -3,7 +3,7 @@
 A capture is what ``s2o-eval bench`` replays as a "real attention" workload. It is made by
 registering a capturing attention function with transformers' ``AttentionInterface``: full-attention
 prefill calls record ``(query, key, value, scaling)`` and then compute plain causal attention;
-sliding-window layers go through ``s2o_eval.sliding`` (no N x N mask, so 128K fits). No attention
+sliding-window layers go through ``s2o_eval.integration.sliding`` (no N x N mask, so 128K fits). No attention
 mask is ever built: the capture is one unpadded sequence, batch 1.
 
 File format (``torch.save``; read back with ``read_capture``)::
@@ -32,10 +32,11 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..errors import UserError
+from ..formatting import ctx_label
 from ..models.rope_scaling import RopeScaling, label as rope_label
 from ..outputs import check_output
 from ..reading import AnyOf, InputFile
-from ..sliding import sliding_window_attention
+from ..integration.sliding import sliding_window_attention
 
 FORMAT = "s2o-eval-capture/1"
 ATTENTION_NAME = "s2o_eval_capture"
@@ -304,8 +305,6 @@ class CaptureRequest:
 def default_capture_path(model_name: str, tokens: int, rope_scaling: dict | None) -> Path:
     """``captures/<model>-<ctx>.pt``, with ``-linearF`` when the RoPE was scaled: an interpolated capture
     never replaces the plain one of the same length."""
-    from ..suites import ctx_label
-
     tag = rope_label(rope_scaling)
     return Path("captures") / f"{model_name}-{ctx_label(tokens).lower()}{f'-{tag}' if tag else ''}.pt"
 
@@ -328,7 +327,7 @@ def run_capture(request: CaptureRequest, progress=None) -> tuple[Path, dict[str,
     loaded = load_model(request.model, device=device, dtype=request.dtype, rope_scaling=request.rope_scaling)
     beyond = request.tokens > loaded.max_window
     if beyond and not request.allow_beyond_window:
-        # as in `run`: interpolation does not lift the check (see evaluation.window_refusal)
+        # as in `run`: interpolation does not lift the check (see run.window.window_refusal)
         lifted = (f", which --rope-scaling {request.rope_scaling.text} does not lift"
                   if loaded.rope_scaling else "")
         raise UserError(f"--ctx {request.tokens} is beyond {loaded.name}'s window of {loaded.max_window} tokens"

@@ -9,21 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..formatting import fmt_ms, fmt_num, fmt_ratio
-from ..suites import ctx_label
+from ..formatting import ctx_label, fmt_args, fmt_num, fmt_ratio, operator_ms
 from .pareto import DENSITY_TARGETS, error_at_density_rows, s2o_vs_peers
 from .records import BASELINES, ERROR_TARGETS, matched_error_rows, measured
 
 BASELINE_LABELS = {"fa2": "FA2", "cudnn": "cuDNN", "fa3": "FA3"}
-
-
-def operator_ms(value: float | None) -> str:
-    """An operator's time: three significant digits below 10 ms (kernels run in microseconds)."""
-    return fmt_ms(value, below_10=".3g", separator="")
-
-
-def fmt_args(args: dict[str, Any] | None) -> str:
-    return ", ".join(f"{k}={v}" for k, v in (args or {}).items()) or "-"
 
 
 def _groups(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:

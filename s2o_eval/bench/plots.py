@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from ..suites import ctx_label
+from ..formatting import ctx_label
 from .pareto import pareto_front, sweep_groups
 from .records import measured
 

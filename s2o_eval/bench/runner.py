@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..env import collect_env, device_name
 from ..errors import UserError
+from ..formatting import ctx_label
 from ..methods import AttentionMethod, AttentionStats, create, parse_method_args, parse_sweep
 from ..methods.base import SparseMethod
 from .markdown import write_markdown
@@ -98,8 +99,6 @@ def parse_scoped_method_args(texts: list[str] | None) -> dict[str, dict[str, str
 
 
 def default_name(workloads: list[str], ctx: list[int] | None) -> str:
-    from ..suites import ctx_label
-
     parts = [w if is_random(w) else Path(w).stem for w in workloads]
     parts += [ctx_label(n).lower() for n in ctx or []]
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-") or "bench"

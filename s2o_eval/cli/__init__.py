@@ -1,12 +1,15 @@
-"""The ``s2o-eval`` command. ``main`` takes Ctrl-C and SIGTERM over before anything else, then loads
-the command groups (``commands``; torch and lm-eval among their imports take seconds): a signal at any
-moment then ends in one line, never a traceback (``interruption``)."""
+"""The ``s2o-eval`` command: one module per command, assembled by ``commands``, with the options they share
+(``options``), the tables they print (``tables``) and how every command ends (``exit_codes``).
+
+``main`` takes Ctrl-C and SIGTERM over before anything else, then loads the command groups (torch and
+lm-eval among their imports take seconds): a signal at any moment then ends in one line, never a traceback
+(``run.interruption``)."""
 
 from __future__ import annotations
 
 import sys
 
-from .. import interruption
+from ..run import interruption
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from ..bench.records import measured
 from ..bench.runner import BenchRequest, parse_scoped_method_args, parse_sweeps, run_bench
 from ..errors import NothingEvaluated
 from ..outputs import check_output
-from ..suites import SHORTEST_OPERATOR_CTX, parse_ctx
+from ..run.suites import SHORTEST_OPERATOR_CTX, parse_ctx
 from .options import METHOD_NAMES, OUT_NAMES, DeviceOpt
 from .tables import bench_tables
 

@@ -12,7 +12,7 @@ from rich.markup import escape
 from ..bench.capture import CaptureRequest, run_capture
 from ..errors import UserError
 from ..models import DEFAULT_MODEL, parse_rope_scaling
-from ..suites import SHORTEST_OPERATOR_CTX, parse_ctx
+from ..run.suites import SHORTEST_OPERATOR_CTX, parse_ctx
 from .options import DeviceOpt, ModelOpt, RopeScalingOpt
 
 COMMAND_KWARGS = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -12,12 +12,8 @@ from rich.markup import escape
 from ..errors import UserError
 from ..outputs import check_output
 from ..reporting import load_runs, write_report
+from .options import ReportNameOpt, ReportOutOpt, RunsDirOpt
 from .tables import prefill_table, suite_averages_table
-
-# shared by compare, report and regress
-RunsDirOption = Annotated[Path, typer.Option("--runs-dir", help="Where method names are looked up.")]
-OutOption = Annotated[Optional[Path], typer.Option("--out", help="Report directory (default: reports/<name>).")]
-NameOption = Annotated[Optional[str], typer.Option("--name", help="Report name (default: derived from the runs).")]
 
 COMMAND_KWARGS = {
     "help": "Compare stored runs (the first is the baseline): scores, deltas, prefill speedup, density, plots.",
@@ -32,9 +28,9 @@ def command(
     runs: Annotated[list[str], typer.Argument(help="Run directories or method names (newest run of that "
                                                    "method under --runs-dir); the first is the baseline.",
                                               metavar="RUN...", show_default=False)],
-    out: OutOption = None,
-    name: NameOption = None,
-    runs_dir: RunsDirOption = Path("runs"),
+    out: ReportOutOpt = None,
+    name: ReportNameOpt = None,
+    runs_dir: RunsDirOpt = Path("runs"),
 ) -> None:
     if len(runs) < 2:
         raise UserError("compare needs at least two runs: for a single run use `s2o-eval report RUN`")

@@ -9,13 +9,13 @@ import traceback
 import typer
 from typer.core import TyperGroup
 
-from .. import distributed, interruption
 from ..errors import CommandFailed, ExitCode
+from ..run import distributed, interruption
 
 
 @contextlib.contextmanager
 def _interruptions_end_in_one_line():
-    """Ctrl-C or SIGTERM outside a run's samples (which say what they kept: ``evaluation``): one calm line
+    """Ctrl-C or SIGTERM outside a run's samples (which say what they kept: ``run.evaluate``): one calm line
     from the main process, and the signal's exit code (typer would give 130 to SIGTERM too, silently)."""
     try:
         yield

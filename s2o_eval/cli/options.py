@@ -34,6 +34,10 @@ CtxOpt = Annotated[str, typer.Option("--ctx", help="total windows (prompt + gene
 DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="local copies of the datasets (layout: README)",
                                                    callback=_existing_data_dir)]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cuda, cuda:1 or cpu (default: cuda if present)")]
+# compare, report and regress
+RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Where method names are looked up.")]
+ReportOutOpt = Annotated[Optional[Path], typer.Option("--out", help="Report directory (default: reports/<name>).")]
+ReportNameOpt = Annotated[Optional[str], typer.Option("--name", help="Report name (default: derived from the runs).")]
 RopeScalingOpt = Annotated[Optional[str], typer.Option(
     "--rope-scaling", help="linear:F: position interpolation on the global (full-attention) layers' RoPE, e.g. "
                            "linear:4; sliding-window layers keep theirs (recorded)")]

@@ -13,7 +13,7 @@ from ..errors import CheckFailed, UserError
 from ..outputs import check_output
 from ..reporting import baseline_from_run, check_comparable, evaluate, load_baseline, load_runs, save_baseline
 from ..reporting.regress import DEFAULT_ALPHA, DEFAULT_TOLERANCE
-from .compare import RunsDirOption
+from .options import RunsDirOpt
 from .tables import verdict_table
 
 COMMAND_KWARGS = {
@@ -36,7 +36,7 @@ def command(
     = DEFAULT_TOLERANCE,
     update: Annotated[bool, typer.Option("--update", help="Write the baseline from RUN instead of checking.")]
     = False,
-    runs_dir: RunsDirOption = Path("runs"),
+    runs_dir: RunsDirOpt = Path("runs"),
 ) -> None:
     if not tolerance >= 0:  # nan too; checked before any file is read: a usage error, not a verdict
         raise UserError(f"--tolerance {tolerance:g}: pass zero or more points (0-100)")

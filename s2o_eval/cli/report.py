@@ -10,7 +10,7 @@ from rich.console import Console
 
 from ..outputs import check_output
 from ..reporting import load_runs, write_report
-from .compare import NameOption, OutOption, RunsDirOption
+from .options import ReportNameOpt, ReportOutOpt, RunsDirOpt
 from .tables import prefill_table, suite_averages_table
 
 COMMAND_KWARGS = {
@@ -24,9 +24,9 @@ COMMAND_KWARGS = {
 def command(
     run: Annotated[str, typer.Argument(help="A run directory or a method name (its newest run under --runs-dir).",
                                        metavar="RUN", show_default=False)],
-    out: OutOption = None,
-    name: NameOption = None,
-    runs_dir: RunsDirOption = Path("runs"),
+    out: ReportOutOpt = None,
+    name: ReportNameOpt = None,
+    runs_dir: RunsDirOpt = Path("runs"),
 ) -> None:
     (loaded,) = load_runs([run], runs_dir)
     out = out or Path("reports") / (name or loaded.path.name)

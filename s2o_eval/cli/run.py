@@ -8,12 +8,13 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from .. import distributed
 from ..errors import NothingEvaluated, UserError
-from ..evaluation import RunRequest, configured_methods, run_evaluation
 from ..methods import parse_method_args, parse_sweep
 from ..models import DEFAULT_MODEL, parse_rope_scaling
-from ..suites import load_named_suite, parse_ctx, parse_tasks
+from ..run import distributed
+from ..run.evaluate import run_evaluation
+from ..run.request import RunRequest, configured_methods
+from ..run.suites import load_named_suite, parse_ctx, parse_tasks
 from .options import (OUT_NAMES, TASK_NAMES, CtxOpt, DataDirOpt, DeviceOpt, MethodArgsOpt, MethodOpt, ModelOpt,
                       RopeScalingOpt)
 from .tables import run_results_table

@@ -16,15 +16,14 @@ from rich.markup import escape
 from rich.table import Column, Table
 from rich.text import Text
 
-from ..bench.markdown import fmt_args, operator_ms
 from ..bench.records import BASELINES, measured
-from ..formatting import fmt_delta, fmt_ms, fmt_num, fmt_ratio
+from ..formatting import ctx_label, fmt_args, fmt_delta, fmt_ms, fmt_num, fmt_ratio, operator_ms
 from ..methods import METHODS, resolve_dense
 from ..reporting.regress import AverageCheck
-from ..suites import SUITES, ctx_label, short_task_name
+from ..run.suites import SUITES, short_task_name
 
 if TYPE_CHECKING:
-    from ..evaluation import RunOutcome
+    from ..run.request import RunOutcome
     from ..reporting import ReportContent, Verdict
 
 
@@ -193,16 +192,16 @@ def tasks_tables(data_dir: str | None, suite: str | None) -> tuple[list[Table], 
     hold URLs and paths to copy and so are printed whole below the tables."""
     tables, notes = [], []
     for suite_obj in SUITES.values():
-        if suite and suite_obj.cli_name != suite:
+        if suite and suite_obj.name != suite:
             continue
-        table = _table(f"{suite_obj.cli_name} (run with --task {suite_obj.cli_name} or "
-                       f"{suite_obj.cli_name}:TASK,TASK)", ("task", "lm-eval name", "data"), text_columns=3,
+        table = _table(f"{suite_obj.name} (run with --task {suite_obj.name} or "
+                       f"{suite_obj.name}:TASK,TASK)", ("task", "lm-eval name", "data"), text_columns=3,
                        no_wrap=("task", "lm-eval name"))
-        for short in suite_obj.short_names():
-            status = suite_obj.data_status(short, data_dir)
+        for task in suite_obj.tasks:
+            status = suite_obj.data_status(task.name, data_dir)
             if status is not None and status not in notes:
                 notes.append(status)
             data = "[green]ready[/]" if status is None else f"[yellow]not here[/] \\[{notes.index(status) + 1}]"
-            table.add_row(short, suite_obj.lm_eval_name(short), data)
+            table.add_row(task.name, suite_obj.lm_eval_name(task.name), data)
         tables.append(_fit(table))
     return tables, [f"[{number}] {note}" for number, note in enumerate(notes, start=1)]

@@ -1,6 +1,7 @@
-"""The one registry of prefill attention methods: a short name -> a method class.
+"""Prefill attention methods: the registry (``registry``: built-ins and other packages' entry points),
+and a method configured from text (``--method-args``) or from Python (``s2o_eval.register``).
 
-Adding a method is one file (a dataclass subclassing ``AttentionMethod``) and one line below.
+Adding a method: see ``registry``.
 """
 
 from __future__ import annotations
@@ -11,21 +12,8 @@ import typing
 
 from ..errors import UserError
 from .base import AttentionMethod, AttentionStats, SparseMethod
-from .dense import DENSE_PREFERENCE, FA2, FA3, SDPA, CuDNN, Eager
-from .s2o import S2O
-from .token_oracle import SegmentOracle, TokenOracle
-from .block_oracle import BlockOracle
-from .xattention import XAttention
-from .pbs import PBS
-from .flexprefill import FlexPrefill
-from .minference import MInference
-from .flashprefill import FlashPrefill
-from .skip_softmax import SkipSoftmax
-
-METHODS: dict[str, type[AttentionMethod]] = {
-    cls.name: cls
-    for cls in (FA2, CuDNN, FA3, SDPA, Eager, S2O, TokenOracle, SegmentOracle, FlexPrefill, MInference, BlockOracle, XAttention, PBS, FlashPrefill, SkipSoftmax)
-}
+from .dense import DENSE_PREFERENCE
+from .registry import BUILTIN_METHODS, ENTRY_POINT_GROUP, METHODS, dense_method_names
 
 
 def _coerce(value: object, annotation) -> object:
@@ -108,5 +96,5 @@ def create(name: str, args: dict[str, object] | None = None) -> AttentionMethod:
     return method
 
 
-__all__ = ["AttentionMethod", "AttentionStats", "SparseMethod", "METHODS", "create", "parse_method_args", "parse_sweep",
-           "resolve_dense"]
+__all__ = ["AttentionMethod", "AttentionStats", "BUILTIN_METHODS", "ENTRY_POINT_GROUP", "METHODS", "SparseMethod",
+           "create", "dense_method_names", "parse_method_args", "parse_sweep", "resolve_dense"]

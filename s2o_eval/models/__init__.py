@@ -1,4 +1,5 @@
-"""Model loading: the embedded default (Gemma 3 270M from a packaged GGUF), any hub id, local dir or .gguf file.
+"""Model loading: the embedded default (Gemma 3 270M from a packaged GGUF, converted once and cached), any
+hub id, local dir or .gguf file, and ``--rope-scaling`` on the global layers.
 
     from s2o_eval.models import load_model
     loaded = load_model("gemma-3-270m", device="cpu")      # first call converts the GGUF once (~1 min)

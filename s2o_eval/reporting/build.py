@@ -1,16 +1,15 @@
 """Assemble a report directory: tables from the runs' samples, PNG plots, report.md, and a copy of each
-run's summary.json (``<label>.summary.json``), as the contracts table asks."""
+run's summary.json (``<label>.summary.json``), so that every number can be traced to what its run recorded."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from . import markdown, plots, tables
+from .content import ReportContent
 from .runs import LoadedRun, restrict_to_common, summary_to_copy
-from .sweep import Sweep, find_sweep
+from .sweep import find_sweep
 
 PLOT_FILES = {
     "scores": "score_vs_ctx.png",
@@ -18,30 +17,6 @@ PLOT_FILES = {
     "speedup": "speedup_vs_ctx.png",
     "density": "density_vs_ctx.png",
 }
-
-
-@dataclass
-class ReportContent:
-    """Everything a report shows, as data (the markdown renderer reads only this)."""
-
-    title: str
-    runs: list[LoadedRun]                      # restricted to the common samples
-    warnings: list[str]
-    lengths: list[int]
-    cells: list[dict[str, Any]]                # tables.score_cells
-    suites: dict[str, dict[str, Any]]          # label -> tables.suite_table
-    averages: list[dict[str, Any]]             # tables.suite_averages
-    prefill: list[dict[str, Any]]              # tables.prefill_by_ctx
-    density: list[dict[str, Any]]              # tables.density_by_ctx
-    groups: dict[str, dict]                    # label -> tables.group_results
-    environment: list[dict[str, Any]]          # tables.environment_rows
-    sweep: Sweep | None = None                 # runs of one sparse method varying one knob
-    plots: dict[str, str] = field(default_factory=dict)      # key -> PNG file name
-    summaries: dict[str, str] = field(default_factory=dict)  # label -> copied summary file name
-
-    @property
-    def baseline(self) -> str:
-        return self.runs[0].label
 
 
 def compute(runs: list[LoadedRun], title: str) -> ReportContent:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
-from ..formatting import fmt_delta, fmt_ms, fmt_num, fmt_ratio
-from ..suites import ctx_label
-
-if TYPE_CHECKING:
-    from .build import ReportContent
+from ..formatting import ctx_label, fmt_delta, fmt_ms, fmt_num, fmt_ratio
+from .content import ReportContent
 
 
 def _cell(text: Any) -> str:

@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from ..suites import ctx_label
+from ..formatting import ctx_label
 
 _MARKERS = "osD^v<>pX*"
 _DPI = 120

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import NotComparable, UserError
 from ..reading import AnyOf, InputFile
-from ..rundir import sample_key
+from ..run.rundir import sample_key
 from .runs import LoadedRun
 from .stats import paired_p_value
 from .tables import cell_results, suite_table

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ..errors import NotComparable, UserError
 from ..models.rope_scaling import label as rope_label
-from ..rundir import RunDir, UnreadableRunFile, sample_key, summarize
+from ..run.rundir import RunDir, UnreadableRunFile, sample_key, summarize
 
 Warn = Callable[[str], None]
 
@@ -23,9 +23,13 @@ Warn = Callable[[str], None]
 def print_warning(line: str) -> None:
     print(f"Warning: {line}", file=sys.stderr)
 
-# Dense methods by CLI name (the contracts table). Kept here, not read from the methods registry,
-# so that reading reports never imports torch.
-DENSE_METHODS = frozenset({"fa2", "cudnn", "fa3", "sdpa", "eager", "dense"})
+
+def dense_methods() -> frozenset[str]:
+    """Dense methods by name, from the methods registry. Asked only where a report needs to know, since the
+    registry imports torch: reading runs needs none."""
+    from ..methods import dense_method_names
+
+    return dense_method_names()
 
 
 @dataclass
@@ -92,7 +96,8 @@ def resolve_run(arg: str, runs_dir: Path, warn: Warn = print_warning) -> Path:
     matches = [run for run, config in runs if arg in (config.get("method"), config.get("method_resolved"))]
     if arg == "dense":
         requested_dense = [run for run, config in runs if config.get("method") == "dense"]
-        matches = requested_dense or [run for run, config in runs if config.get("method_resolved") in DENSE_METHODS]
+        dense = dense_methods()
+        matches = requested_dense or [run for run, config in runs if config.get("method_resolved") in dense]
     if not matches:
         raise UserError(f"'{arg}' is neither a run directory nor a method with a finished run under "
                         f"{runs_dir}/: run `s2o-eval run --method {arg} ...` first, or pass a run directory")

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import NotComparable, UserError
 from ..formatting import fmt_num, fmt_ratio
-from ..rundir import RunDir, config_hash, sample_key
+from ..run.rundir import RunDir, config_hash, sample_key
 from .markdown import table
 
 # what a sample's computation decides; timing and memory depend on the machine and the moment.

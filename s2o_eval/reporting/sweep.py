@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..rundir import sample_key
-from .runs import DENSE_METHODS, LoadedRun
+from ..run.rundir import sample_key
+from .runs import LoadedRun, dense_methods
 from .stats import paired_p_value
 
 MIN_BASELINE_SCORE = 50.0
@@ -49,7 +49,8 @@ class Sweep:
 
 def swept_parameter(runs: list[LoadedRun]) -> str | None:
     """The one method parameter that tells apart two or more runs of one sparse method, if there is one."""
-    sparse = [r for r in runs if r.method not in DENSE_METHODS]
+    dense = dense_methods()
+    sparse = [r for r in runs if r.method not in dense]
     if len(sparse) < 2 or len({r.method for r in sparse}) != 1:
         return None
     params = [r.config.get("method_args") or {} for r in sparse]
@@ -84,5 +85,6 @@ def find_sweep(runs: list[LoadedRun]) -> Sweep | None:
     parameter = swept_parameter(runs[1:])
     if parameter is None:
         return None
-    candidates = [r for r in runs[1:] if r.method not in DENSE_METHODS]
+    dense = dense_methods()
+    candidates = [r for r in runs[1:] if r.method not in dense]
     return evaluate_sweep(runs[0], candidates, parameter)

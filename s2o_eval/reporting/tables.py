@@ -2,7 +2,7 @@
 
 Every function takes the runs as an ordered mapping ``label -> list of sample dicts`` (the first run is
 the baseline that deltas and speedups refer to) and returns dicts of numbers; rendering is elsewhere.
-Per-cell numbers come from ``rundir.summarize`` so that a report and a run's summary.json agree.
+Per-cell numbers come from ``run.rundir.summarize`` so that a report and a run's summary.json agree.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from ..rundir import mean_or_none, summarize
+from ..run.rundir import mean_or_none, summarize
 from .stats import wilson_interval
 
 Samples = list[dict[str, Any]]

@@ -9,6 +9,8 @@ Task metadata contract (passed by the harness through ``TaskManager(metadata=...
     seed                 int: documents are a pure function of (seed, task, max_seq_length, index)
     data_dir             str | None: local copies of the datasets' published files
     template_overhead    int: tokens the chat template adds around a prompt (0 when it is off)
+
+and, from the task's YAML (``dataset_kwargs``), ``task``: the short name of the task to build (see ``suite``).
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ def prompt_budget(max_seq_length, template_overhead, max_gen_toks: int) -> int:
 def sample_indices(n_docs: int, num_samples, seed) -> list[int]:
     """Which documents of a real dataset a run uses: all, or a seeded sample of ``num_samples`` in order.
 
-    The same draw as the harness's ``select_indices`` for datasets, so that a limit spans domains.
+    A seeded draw rather than the first ``num_samples``, so that a limit spans the dataset's domains.
     """
     import random
 

@@ -1,6 +1,6 @@
 """The official per-sample scorers (OpenBMB/InfiniteBench ``src/compute_scores.py``), each in [0, 1].
 
-Every scorer takes the model's output and the golds as strings (``prompts.golds``); numbers are
+Every scorer takes the model's output and the golds as strings (``prompting.golds``); numbers are
 turned back into numbers where the official code compares numbers.
 """
 
@@ -253,3 +253,7 @@ SCORERS = {
 def score(split: str, prediction: str, golds: list[str]) -> float:
     """The official score of one output for one InfiniteBench split."""
     return float(SCORERS[split](prediction, golds))
+
+
+def process_results(doc: dict, results: list[str]) -> dict[str, float]:
+    return {"score": score(doc["split"], results[0], doc["outputs"])}

@@ -5,22 +5,22 @@ Short names (after ``longbench-v2:`` on the CLI); the lm-eval task is ``"s2o_" +
 
 from __future__ import annotations
 
-#: run by default: the official 0-shot generation protocol
-TASKS = ["longbench_v2"]
-#: the chain-of-thought protocol, two stages: the CoT, then the answer prompt fed with that CoT
-OPTIONAL_TASKS = ["longbench_v2_cot", "longbench_v2_cot_ans"]
+from dataclasses import dataclass
+
+from s2o_tasks.suite import Suite, Task
 
 
-def task_name(short: str) -> str:
-    """lm-eval's name for a short name: ``longbench_v2`` -> ``s2o_longbench_v2``."""
-    return short if short.startswith("s2o_") else "s2o_" + short
+@dataclass(frozen=True)
+class LongBenchTask(Task):
+    variant: str  # its official prompt (``prompting.TEMPLATE_FILES``): 0shot, cot or cot_ans
 
 
-def data_status(task: str, data_dir: str | None) -> str | None:
-    """None when ``data.json`` is under ``data_dir``; else where the data will come from or must go.
-
-    Never touches the network: offline, only ``data_dir`` counts.
-    """
-    from .data import data_status as _status
-
-    return _status(data_dir)
+# gen_budget, from the official pred.py: 128 for an answer, 1024 for a chain of thought
+SUITE = Suite(
+    name="longbench-v2", package="longbench_v2", task_prefix="s2o_",
+    # run by default: the official 0-shot generation protocol
+    tasks=(LongBenchTask("longbench_v2", 128, "0shot"),),
+    # the chain-of-thought protocol, two stages: the CoT, then the answer prompt fed with that CoT
+    optional_tasks=(LongBenchTask("longbench_v2_cot", 1024, "cot"),
+                    LongBenchTask("longbench_v2_cot_ans", 128, "cot_ans")),
+)

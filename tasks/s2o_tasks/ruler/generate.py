@@ -11,7 +11,8 @@ import logging
 from typing import Iterable
 
 from s2o_tasks.common import DataUnavailable, TaskDoesNotFit, count_tokens, prompt_budget, resolve_tokenizer
-from s2o_tasks.ruler import data_status, task_info
+from s2o_tasks.ruler import SUITE
+from s2o_tasks.ruler.data import data_status
 from s2o_tasks.ruler.fit import BudgetTooSmall, Fit, fit_units
 from s2o_tasks.ruler.niah import NIAH_TASKS, NiahBuilder
 from s2o_tasks.ruler.qa import QABuilder
@@ -69,7 +70,7 @@ def build_docs(task: str, *, tokenizer, max_seq_length: int, num_samples: int | 
     ``{index, input, outputs, gen_prefix, length, max_length}``: ``length`` counts the prompt's
     tokens with its answer prefix, ``max_length`` is ``max_seq_length``.
     """
-    spec = task_info(task)
+    spec = SUITE.task(task)
     hint = data_status(spec.name, data_dir)
     if hint is not None:
         raise DataUnavailable(hint)
@@ -98,5 +99,5 @@ def build_docs(task: str, *, tokenizer, max_seq_length: int, num_samples: int | 
     except BudgetTooSmall as err:
         raise TaskDoesNotFit(f"{spec.name}: a window of {max_seq_length} tokens is too small for this "
                              f"tokenizer ({err}): raise --ctx") from None
-    log.info("%s: %d documents at %d tokens", spec.lm_eval_name, len(docs), max_seq_length)
+    log.info("%s: %d documents at %d tokens", SUITE.lm_eval_name(spec.name), len(docs), max_seq_length)
     return docs

@@ -1,14 +1,13 @@
-"""Write the 13 task YAMLs and the group YAML of RULER from ``TASKS``.
+"""Write the 13 task YAMLs and the group YAML of RULER from ``SUITE`` (in ``__init__.py``).
 
     python tasks/s2o_tasks/ruler/make_yamls.py          # rewrites the YAMLs beside this file
 
-Each task YAML includes ``_s2o_ruler_base.yaml`` and adds only what differs: name, document hook,
-generation budget and, for QA, the scorer.
+Each task YAML includes ``_s2o_ruler_base.yaml`` (which names the one dataset hook) and adds only what
+differs: name, the task the hook builds, generation budget and, for QA, the scorer.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -17,20 +16,12 @@ BASE = "_s2o_ruler_base.yaml"
 HEADER = "# Written by make_yamls.py: edit that script (or _s2o_ruler_base.yaml), not this file.\n"
 
 
-def _tasks_module():
-    # The package may not be importable when this runs from a checkout; its __init__ stands alone.
-    spec = importlib.util.spec_from_file_location("_ruler_tasks", HERE / "__init__.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def task_yaml(task) -> str:
+def task_yaml(suite, task) -> str:
     lines = [HEADER.rstrip("\n"),
              f"include: {BASE}",
-             f"task: {task.lm_eval_name}",
-             f"custom_dataset: !function s2o_tasks.ruler.dataset.{task.name}"]
+             f"task: {suite.lm_eval_name(task.name)}",
+             "dataset_kwargs:",
+             f"  task: {task.name}"]
     if task.metric == "string_match_part":
         lines.append("process_results: !function s2o_tasks.ruler.scoring.process_results_part")
     lines += ["generation_kwargs:",
@@ -41,18 +32,19 @@ def task_yaml(task) -> str:
     return "\n".join(lines) + "\n"
 
 
-def group_yaml(group: str, tasks) -> str:
-    names = "\n".join(f"  - {t.lm_eval_name}" for t in tasks)
+def group_yaml(group: str, names: list[str]) -> str:
+    tasks = "\n".join(f"  - {name}" for name in names)
     # RULER's headline number is the plain mean over its 13 tasks
-    return (f"{HEADER}group: {group}\ntask:\n{names}\naggregate_metric_list:\n  - metric: score\n"
+    return (f"{HEADER}group: {group}\ntask:\n{tasks}\naggregate_metric_list:\n  - metric: score\n"
             f"    aggregation: mean\n    weight_by_size: false\nmetadata:\n  version: 1.0\n")
 
 
 def expected_files() -> dict[str, str]:
     """File name -> content of every generated YAML."""
-    module = _tasks_module()
-    files = {f"{t.name}.yaml": task_yaml(t) for t in module.TASKS}
-    files[f"{module.GROUP}.yaml"] = group_yaml(module.GROUP, module.TASKS)
+    from s2o_tasks.ruler import GROUP, SUITE
+
+    files = {f"{t.name}.yaml": task_yaml(SUITE, t) for t in SUITE.tasks}
+    files[f"{GROUP}.yaml"] = group_yaml(GROUP, [SUITE.lm_eval_name(t.name) for t in SUITE.tasks])
     return files
 
 
@@ -63,4 +55,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(HERE.parents[1]))  # from a checkout: the folder that holds s2o_tasks
     main()

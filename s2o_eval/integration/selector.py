@@ -19,8 +19,8 @@ from __future__ import annotations
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
-from .errors import UserError
-from .methods import METHODS, create
+from ..errors import UserError
+from ..methods import METHODS, create
 from .patching import PrefillRecorder, implementation_name, make_attention_function, register_attention
 
 # transformers' own implementations, taken before we register anything

@@ -8,7 +8,7 @@
     <run>/summary.json    {"config", "env", "results": [...]} recomputed from samples.jsonl
     <run>/sessions.jsonl  one line per command that worked on the run: when, how many processes,
                           samples evaluated, seconds spent loading and evaluating (reports/scale/)
-    <run>/run.lock        present while a command works on the run (``runlock``)
+    <run>/run.lock        present while a command works on the run (``lock``)
 
 Reports and comparisons read these files only, so runs made elsewhere compare the same way.
 A process killed at any moment leaves files that the next command reads: JSON files are replaced
@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import outputs, runlock
-from .errors import UserError
+from .. import outputs
+from ..errors import UserError
+from ..reading import AnyOf, InputFile, UnreadableFile
+from . import lock
 from .jsonl import append_line
-from .reading import AnyOf, InputFile, UnreadableFile
 
 SAMPLE_FIELDS = ("task", "ctx", "index", "prompt_tokens", "prompt_sha", "prediction", "golds",
                  "score", "prefill_ms", "density", "peak_mem_mb", "group")
@@ -169,8 +170,8 @@ class RunDir:
         return _read_json_object(self.summary_path, SUMMARY_SHAPE)
 
     def hold(self):
-        """A context manager: this process alone works on the run until it exits (``runlock``)."""
-        return runlock.hold(self.lock_path)
+        """A context manager: this process alone works on the run until it exits (``lock``)."""
+        return lock.hold(self.lock_path)
 
     def check_writable(self) -> None:
         """UserError now, not after the first sample's work, when this run's samples cannot be written."""

@@ -1,5 +1,4 @@
-"""lm-eval glue for LongBench-v2: ``custom_dataset`` (documents with their fitted prompts) and
-``process_results`` (accuracy overall and per difficulty / length label)."""
+"""lm-eval's ``custom_dataset`` hook of every LongBench-v2 task: the questions with their fitted prompts."""
 
 from __future__ import annotations
 
@@ -7,31 +6,31 @@ from pathlib import Path
 
 from s2o_tasks.common import (DataUnavailable, fit_prompt_middle, prompt_budget, resolve_tokenizer,
                               sample_indices)
-from s2o_tasks.reading import InputFile
+from s2o_tasks.longbench_v2 import SUITE
 from s2o_tasks.longbench_v2.data import locate, read_records
-from s2o_tasks.longbench_v2.prompting import GEN_TOKENS, prompt_parts
-from s2o_tasks.longbench_v2.scoring import score
+from s2o_tasks.longbench_v2.prompting import prompt_parts
+from s2o_tasks.reading import InputFile
 
 COT_TASK = "s2o_longbench_v2_cot"
 # a line of a first-stage samples file: the harness's samples.jsonl, or lm-eval's log (with its doc)
 _COT_ROW = {"task?": str, "ctx?": int, "doc?": {"index": int}}
-GROUP_LABELS = ("easy", "hard", "short", "medium", "long")
 
 
-def load_docs(prompt_variant: str = "0shot", tokenizer=None, pretrained=None, max_seq_length=None,
-              num_samples=None, seed=0, data_dir=None, template_overhead=0, cot_responses=None, **_):
+def load_dataset(task: str, tokenizer=None, pretrained=None, max_seq_length=None, num_samples=None, seed=0,
+                 data_dir=None, template_overhead=0, cot_responses=None, **_):
     """``{"test": Dataset}`` of the questions (all, or a seeded sample of ``num_samples``), each
     with its official prompt middle-truncated to ``max_seq_length - template_overhead - max_gen_toks``.
 
-    ``prompt_variant``: ``0shot``, ``cot`` (first CoT stage) or ``cot_ans`` (answer stage, which
-    needs ``cot_responses``: the samples file of an ``s2o_longbench_v2_cot`` run at the same window).
+    ``task``: ``longbench_v2``, ``longbench_v2_cot`` (first CoT stage) or ``longbench_v2_cot_ans`` (answer
+    stage, which needs ``cot_responses``: the samples file of an ``s2o_longbench_v2_cot`` run at the same
+    window).
     """
     import datasets
 
-    if prompt_variant not in GEN_TOKENS:
-        raise ValueError(f"unknown prompt_variant '{prompt_variant}': use one of {', '.join(GEN_TOKENS)}")
+    spec = SUITE.task(task)
+    prompt_variant = spec.variant
     tok = resolve_tokenizer(tokenizer, pretrained)
-    budget = prompt_budget(max_seq_length, template_overhead, GEN_TOKENS[prompt_variant])
+    budget = prompt_budget(max_seq_length, template_overhead, spec.gen_budget)
     records = read_records(locate(data_dir))
     wanted = sample_indices(len(records), num_samples, seed)
     cots: dict[int, str] = {}
@@ -94,12 +93,3 @@ def read_cot_responses(path, max_seq_length) -> dict[int, str]:
         if isinstance(index, int) and isinstance(response, str):
             cots[index] = response
     return cots
-
-
-def process_results(doc: dict, results: list[str]) -> dict[str, float]:
-    """``score`` for every question, and ``score_<label>`` for its difficulty and length labels."""
-    value = score(results[0], doc["answer"])
-    out = {"score": value}
-    for label in doc["groups"]:
-        out[f"score_{label}"] = value
-    return out

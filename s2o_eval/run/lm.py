@@ -19,9 +19,9 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from ..integration.patching import PrefillRecorder, use_method
+from ..methods import AttentionMethod
 from .decoding import resolve_decode
-from .methods import AttentionMethod
-from .patching import PrefillRecorder, use_method
 
 
 @dataclass

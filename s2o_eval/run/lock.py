@@ -17,7 +17,7 @@ import socket
 from pathlib import Path
 from typing import IO, Iterator
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def _describe_holder(fh: IO[str]) -> str:

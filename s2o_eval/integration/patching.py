@@ -18,7 +18,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .methods import AttentionMethod, AttentionStats
+from ..methods import AttentionMethod, AttentionStats
 from .sliding import sliding_window_attention
 
 PREFIX = "s2o_eval_"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ExitCode, UserError
 from . import interruption
-from .errors import ExitCode, UserError
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,22 @@ def relaunch(n: int, device: str | None) -> int:
     if stopped is not None:
         return 128 + stopped
     return status if status == 0 else ExitCode.INTERNAL  # a process died without a word (killed, crashed)
+
+
+def share(plans: list, place: Place) -> list:
+    """This process's share of the samples to do: round robin over the todo list in its fixed order
+    (ctx, then task, then document), which every process built alike."""
+    mine = []
+    n = 0
+    for ctx, ref, task_dict, todo in plans:
+        own = []
+        for item in todo:
+            if n % place.world_size == place.rank:
+                own.append(item)
+            n += 1
+        if own:
+            mine.append((ctx, ref, task_dict, own))
+    return mine
 
 
 _EXIT_CODE_DIR = "S2O_EVAL_EXIT_CODE_DIR"

@@ -3,48 +3,23 @@ lm-eval runs (``s2o_ruler_niah_single_1`` at 4096 tokens), and the named selecti
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
-from .reading import AnyOf, InputFile
+import s2o_tasks
+from s2o_tasks.suite import Suite
 
-SUITE_DIR = Path(__file__).resolve().parent / "suites"
+from ..errors import UserError
+from ..formatting import ctx_label
+from ..reading import AnyOf, InputFile
+
+SUITE_DIR = Path(__file__).resolve().parent.parent / "suites"  # package data: s2o_eval/suites/
 #: a named selection (``--suite``): its tasks and lengths, and optionally a limit and a seed
 NAMED_SUITE_SHAPE = {"tasks": [str], "ctx": AnyOf((str, [str])), "limit?": AnyOf((None, int)), "seed?": int}
 
 
-@dataclass(frozen=True)
-class Suite:
-    cli_name: str        # on the command line
-    package: str         # s2o_tasks.<package>: its TASKS list and data_status()
-    task_prefix: str     # lm-eval task name = task_prefix + short name
-
-    def module(self):
-        return importlib.import_module(f"s2o_tasks.{self.package}")
-
-    def short_names(self) -> list[str]:
-        names = []
-        for task in self.module().TASKS:
-            names.append(task if isinstance(task, str) else getattr(task, "name", None) or task["name"])
-        return names
-
-    def lm_eval_name(self, short: str) -> str:
-        return self.task_prefix + short
-
-    def data_status(self, short: str, data_dir: str | None) -> str | None:
-        return self.module().data_status(short, data_dir)
-
-
-SUITES = {
-    s.cli_name: s
-    for s in (
-        Suite("ruler", "ruler", "s2o_ruler_"),
-        Suite("longbench-v2", "longbench_v2", "s2o_"),
-        Suite("infinitebench", "infinitebench", "s2o_infinitebench_"),
-    )
-}
+# by their command-line names; every suite has the one shape of ``s2o_tasks.suite.Suite``
+SUITES: dict[str, Suite] = {suite.name: suite for suite in s2o_tasks.suites()}
 
 
 @dataclass(frozen=True)
@@ -58,7 +33,7 @@ class TaskRef:
 
     @property
     def label(self) -> str:
-        return f"{self.suite.cli_name}:{self.short}"
+        return f"{self.suite.name}:{self.short}"
 
 
 def short_task_name(lm_eval_name: str) -> str:
@@ -80,7 +55,7 @@ def parse_tasks(specs: list[str]) -> list[TaskRef]:
                 raise UserError(f"unknown task suite '{suite_name}': choose one of {', '.join(SUITES)} "
                                 "(see `s2o-eval tasks`)")
             suite = SUITES[suite_name]
-            known = suite.short_names()
+            known = [task.name for task in suite.tasks]
             wanted = [n.strip() for n in names.split(",") if n.strip()] if names else known
             for name in wanted:
                 if name not in known:
@@ -114,10 +89,6 @@ def parse_ctx(text: str | list[str], shortest: int = SHORTEST_TASK_CTX) -> list[
     if not lengths:
         raise UserError("--ctx is empty: write e.g. --ctx 4k,32k")
     return sorted(set(lengths))
-
-
-def ctx_label(tokens: int) -> str:
-    return f"{tokens // 1024}K" if tokens % 1024 == 0 else str(tokens)
 
 
 def load_named_suite(name: str) -> dict:
