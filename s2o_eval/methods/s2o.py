@@ -23,12 +23,12 @@ class S2O(SparseMethod):
     tau: the speed/accuracy knob, a share of each row's softmax mass; 0 = dense attention.
     segment (1024): queries per segment; the keys before a segment are ranked once for it.
     sinks (64): first keys always computed exactly (attention sinks).
-    score ("head_mean"): what keys are ranked by: "head_mean", one list per query head, by the
-        segment's mean query's logit; "gauss", the same plus half the logit's variance over the
-        segment's queries (a rank-``rank`` covariance); "diag", the same with the covariance's diagonal
-        (no eigen-decomposition: about head_mean's plan cost); "mean", one list per kv head shared by
-        its GQA group. The default is the one that measured best at equal error on the GPU
-        (reports/bench/NOTES.md).
+    score ("diag"): what keys are ranked by: "diag", one list per query head, by the segment's mean
+        query's logit plus half its variance over the segment's queries, the covariance cut to its
+        diagonal; "head_mean", the mean query's logit alone; "gauss", the variance from a
+        rank-``rank`` covariance (an eigen-decomposition per segment: a slower plan); "mean", one list
+        per kv head shared by its GQA group. The default is the one that measured fastest at matched
+        error on the GPU (reports/bench/NOTES.md).
     rank (8): the covariance's rank for score "gauss".
     patience (4): chunks in a row that must each bring every row < tau before a tile stops.
     stop_rule ("chunk"): the test of a chunk: "chunk", its share of each row's mass; "tail", (keys

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 SCORES = ("mean", "head_mean", "gauss", "diag")
-DEFAULT_SCORE = "head_mean"
+DEFAULT_SCORE = "diag"
 DEFAULT_RANK = 8
 DEFAULT_BUCKETS = 256
 DEFAULT_SPAN = 16.0  # nats below a list's top score that get fine buckets
@@ -81,10 +81,12 @@ def segment_moments(x: Tensor, segment: int) -> tuple[Tensor, Tensor]:
     a ragged last segment over the rows it has."""
     n_ctx = x.shape[2]
     full = n_ctx // segment
-    var, mean = torch.var_mean(x[:, :, :full * segment].unflatten(2, (full, segment)), dim=3, correction=0)
+    parts = []
+    if full:  # (an empty reduction would warn and give NaN)
+        parts.append(torch.var_mean(x[:, :, :full * segment].unflatten(2, (full, segment)), dim=3, correction=0))
     if n_ctx % segment:
-        var_t, mean_t = torch.var_mean(x[:, :, full * segment:], dim=2, keepdim=True, correction=0)
-        var, mean = torch.cat([var, var_t], 2), torch.cat([mean, mean_t], 2)
+        parts.append(torch.var_mean(x[:, :, full * segment:], dim=2, keepdim=True, correction=0))
+    var, mean = (torch.cat(t, 2) for t in zip(*parts))
     return mean.float(), var.float()
 
 
