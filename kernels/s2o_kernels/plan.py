@@ -32,6 +32,11 @@ class Plan:
     in_order: the lists are in position order and never read: segment s's list is the keys
         [sinks, sinks + list_len) (key_index and list_start are then unused). Such a plan ranks
         nothing; the executor walks it with tau = 0 (dense, or skip-softmax), loading keys in place.
+    score_histogram: int32 (batch, H_plan, n_seg, n_buckets) or None: per list, its keys per score
+        bucket, bucket j holding the keys [j, j + 1) x bucket_width nats below the list's top score
+        (the last bucket also all below). S2O's planner counts it while ranking; the walk forecast
+        (s2o/forecast.py) reads it to route flat heads to the dense kernel.
+    bucket_width: nats per bucket of score_histogram (> 0 when it is given).
     """
 
     segment: int

@@ -8,7 +8,7 @@ a chunk of ``block_n`` keys of per-key mass m, after a running mass M, is dull o
 chunk starts ``block_n / tau - block_n - C_j / m_j`` keys in, C_j the mass of the buckets before it.
 
 The forecast leaves out pass 1's mass and the estimate's own errors, so on real attention it
-undershoots the walk, by 1.3-1.9x on average (reports/bench/NOTES.md): a head forecast near-dense is
+undershoots the walk (by how much: reports/bench/NOTES.md): a head forecast near-dense is
 walked whole, but a head forecast sharp may be walked whole too. Use it as a one-sided flag, not a
 density. Where every estimated logit is alike (random inputs, diffuse heads), no chunk is ever dull
 and the forecast is the whole list.
