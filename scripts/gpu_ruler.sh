@@ -13,11 +13,14 @@
 #                                             # one report (score vs ctx, a line per F) once two F have samples
 #
 # Run directories live in $RUNS (default /tmp/runs, kept while the machine is warm); each step tars
-# them into $OUT/runs.tgz.
+# them into $OUT/runs.tgz. Copy that file to .runs/runs.tgz and carry `.runs` to resume on a fresh machine.
 set -u
 . scripts/gpu_setup.sh
 R=${RUNS:-/tmp/runs}
 mkdir -p "$R" "$OUT"
+# A fresh machine resumes from the run directories an earlier machine sent back: carry their tar (the
+# runs.tgz a step leaves under $OUT, kept here as .runs/runs.tgz); samples already on this machine win.
+if [ -f .runs/runs.tgz ]; then tar xzf .runs/runs.tgz -C "$(dirname "$R")" --skip-old-files; fi
 RULER="--task ruler --ctx 4k,8k,16k,32k --limit 10 --decode static -q"
 ROPE_TASKS="ruler:niah_single_1,niah_single_2,niah_single_3,niah_multikey_1,niah_multikey_2,niah_multikey_3,niah_multivalue,niah_multiquery,vt,cwe,fwe"
 deadline=$((SECONDS + ${LIMIT_S:-520}))  # the whole step ends by then: a device call has 600 s
