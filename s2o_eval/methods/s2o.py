@@ -98,7 +98,9 @@ class S2O(SparseMethod):
         if bool(dense.all()):  # nothing left to walk: the dense kernel alone, GQA and all
             out = fastest_causal(q, k, v, scale).to(q.dtype)
             if stats is not None:
-                causal = q.shape[2] * (q.shape[2] + 1) // 2
+                from s2o_kernels.launch import causal_pairs
+
+                causal = causal_pairs(q.shape[2], plan.q_offset)
                 stats.add(computed=causal * q.shape[0] * q.shape[1], causal=causal * q.shape[0] * q.shape[1],
                           per_head=[1.0] * q.shape[1])
             return out
@@ -125,7 +127,8 @@ class S2O(SparseMethod):
 
         block_n = self.block_n or knobs.default_block_n(q.shape[-1])
         forecast = forecast_density(plan.score_histogram, plan.bucket_width, q.shape[2], plan.segment,
-                                    tau=self.tau, block_n=block_n, patience=self.patience).mean(0)
+                                    tau=self.tau, block_n=block_n, patience=self.patience,
+                                    q_offset=plan.q_offset).mean(0)
         dense = forecast >= self.dense_above
         if plan.heads != q.shape[1]:  # one list per kv head: its group goes together
             dense = dense.repeat_interleave(q.shape[1] // plan.heads)
