@@ -28,9 +28,10 @@ from s2o_kernels import (
     torch_s2o_plan,
     torch_sparse_attention,
 )
-from s2o_kernels.block_plan import blocks_to_plan
+from s2o_kernels.block_plan import blocks_to_plan, causal_blocks, diagonal_blocks, plan_density
 from s2o_kernels.launch import causal_pairs, exec_stats, pass1_pairs
 from s2o_kernels.plan import plan_layout
+from s2o_eval.methods import AttentionStats, create
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NEEDS_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
@@ -147,6 +148,31 @@ def test_pair_counts_by_hand():
     # ExecStats from chunk counts: per tile, min(chunks x block_n, list) keys for each of its rows.
     walked = exec_stats(torch.tensor([[[1, 1]]], dtype=torch.int32), dense_plan(q, k, 2, 1), 3, 1, ExecConfig(2, 2))
     assert walked.computed_pairs.tolist() == [[7 + 1 * 2 + 2 * 1]]
+
+
+def test_block_geometry_and_straddling_lists():
+    # 20 queries at offset 21 in blocks of 16: query block 0 sits at keys [21, 36], block 1 at [37, 40];
+    # key blocks are [0, 16), [16, 32), [32, 41).
+    causal = causal_blocks(20, 41, 16)
+    diagonal = diagonal_blocks(20, 41, 16)
+    assert causal.tolist() == [[True, True, True], [True, True, True]]
+    assert diagonal.tolist() == [[False, True, True], [False, False, True]]
+    assert torch.equal(causal_blocks(40, 40, 16), torch.ones(3, 3, dtype=torch.bool).tril())
+    assert torch.equal(diagonal_blocks(40, 40, 16), torch.eye(3, dtype=torch.bool))
+    every = torch.ones(1, 1, 2, 3, dtype=torch.bool)
+    plan = blocks_to_plan(every, 16, 20, q_offset=21)
+    q, k, _ = make_qkv(5, 1, 1, 1, 20, 21, 16)
+    plan.check(q, k, thorough=True)
+    assert plan.list_len.tolist() == [[[21, 37]]]  # block 0: keys 0-20 (block 1 up to 20); block 1: 0-36
+    only_middle = torch.tensor([[[[False, True, False], [False, True, True]]]])
+    plan = blocks_to_plan(only_middle, 16, 20, q_offset=21)
+    listed = plan.key_index[0, 0].tolist()
+    assert listed[:5] == list(range(16, 21)) and listed[5:5 + 21] == list(range(16, 37))
+    # Density by hand: pass 1 (segment = block, no sinks) is 16 x 17 / 2 + 4 x 5 / 2 = 146 pairs;
+    # the lists add 5 keys x 16 rows + 21 keys x 4 rows = 164; causal pairs 20 x 21 / 2 + 20 x 21 = 630.
+    assert plan_density(only_middle, 16, 20, q_offset=21) == pytest.approx((146 + 164) / 630)
+    with pytest.raises(ValueError, match="offset 21"):
+        blocks_to_plan(every[..., :2], 16, 20, q_offset=21)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,6 +349,103 @@ def test_planner_ranks_the_cache_with_the_chunk():
 
 
 # ---------------------------------------------------------------------------------------------
+# Every sparse method: keep-everything settings are dense; sparse ones stay in their prefixes, the
+# Triton executor equals the twin on their plans, and the final chunk equals the whole's last rows.
+# ---------------------------------------------------------------------------------------------
+KEEP_EVERYTHING = [
+    ("s2o", {"segment": "32", "sinks": "4", "tau": "0"}),
+    ("token_oracle", {"block_m": "16", "sinks": "4", "tau": "0"}),
+    ("segment_oracle", {"segment": "32", "block_m": "16", "sinks": "4", "tau": "0"}),
+    ("flexprefill", {"block": "16", "gamma": "1", "min_budget": "16"}),
+    ("xattention", {"block": "16", "stride": "4", "threshold": "1"}),
+    ("pbs", {"block": "16", "segment": "32", "threshold": "1"}),
+    ("minference", {"block": "16", "vertical": "100000", "slash": "100000", "last_q": "8"}),
+    ("block_oracle", {"block": "16", "threshold": "1"}),
+    ("flashprefill", {"block": "16", "alpha": "0"}),
+    ("skip_softmax", {"block_m": "16", "segment": "32", "threshold": "1000"}),
+]
+# Settings that select on these tiny, concentrated inputs (heavy=8): each keeps well under every key.
+# FlexPrefill twice: tau 1 forces its query-aware blocks (a JS distance is at most sqrt(ln 2)), tau 0
+# its vertical-slash pattern.
+SPARSE = [
+    ("s2o", {"segment": "32", "sinks": "4", "block_n": "16", "tau": "0.02", "patience": "1", "dense_above": "0"}),
+    ("token_oracle", {"block_m": "16", "block_n": "16", "sinks": "4", "tau": "0.02", "patience": "1"}),
+    ("segment_oracle", {"segment": "32", "block_m": "16", "block_n": "16", "sinks": "4", "tau": "0.02", "patience": "1"}),
+    ("flexprefill", {"block": "16", "gamma": "0.8", "min_budget": "0", "tau": "1"}),
+    ("flexprefill", {"block": "16", "gamma": "0.5", "min_budget": "0", "tau": "0"}),
+    ("xattention", {"block": "16", "stride": "4", "threshold": "0.8"}),
+    ("pbs", {"block": "16", "segment": "32", "threshold": "0.8"}),
+    ("minference", {"block": "16", "vertical": "8", "slash": "8", "last_q": "8"}),
+    ("block_oracle", {"block": "16", "threshold": "0.8"}),
+    ("flashprefill", {"block": "16", "alpha": "0.3", "sink_blocks": "1", "window_blocks": "1", "full_last_blocks": "0"}),
+    ("skip_softmax", {"block_m": "16", "block_n": "16", "segment": "32", "threshold": "1"}),
+]
+
+
+def _ids(cases):
+    names = [name for name, _ in cases]
+    return [f"{name}-{dict(cases[i][1]).get('tau')}" if names.count(name) > 1 else name for i, name in enumerate(names)]
+
+
+def assert_selected(name: str, stats) -> None:
+    """The method left keys out (skip-softmax: P.V products), so the test exercised a selection."""
+    density = stats.pv_density if name == "skip_softmax" else stats.density
+    assert density < 1.0, f"{name} kept every key: the test would not exercise its selection"
+
+
+@pytest.mark.parametrize("name,args", KEEP_EVERYTHING, ids=_ids(KEEP_EVERYTHING))
+@pytest.mark.parametrize("q_offset,n_q,q_heads,kv_heads,head_dim", [(37, 45, 4, 1, 64), (100, 30, 2, 2, 128)],
+                         ids=["P37-gqa4", "P100-d128"])
+def test_keep_everything_is_dense_at_offset(name, args, q_offset, n_q, q_heads, kv_heads, head_dim):
+    q, k, v = make_qkv(70 + q_offset, 1, q_heads, kv_heads, n_q, q_offset, head_dim)
+    method = create(name, args)
+    plan = method.plan(q, k, scale=head_dim ** -0.5)
+    assert plan.q_offset == q_offset
+    plan.check(q, k, thorough=True)
+    stats = AttentionStats()
+    out = method.execute(q, k, v, plan, scale=head_dim ** -0.5, stats=stats)
+    assert_close(out, exact_reference(q, k, v), torch.float32)
+    assert stats.density == pytest.approx(1.0)
+    assert stats.causal == causal_pairs(n_q, q_offset) * q_heads
+
+
+@pytest.mark.parametrize("name,args", SPARSE, ids=_ids(SPARSE))
+def test_final_chunk_is_the_whole_prompts_last_rows(name, args):
+    # At an offset that is a multiple of every block and segment, a method's final chunk sees the same
+    # blocks, lists and last queries as the whole prompt's last rows: the same output, sparse or not.
+    q, k, v = make_qkv(80, 1, 4, 2, 109, 0, 64, heavy=8.0)
+    method = create(name, args)
+    whole_stats, chunk_stats = AttentionStats(), AttentionStats()
+    whole = method.prefill(q, k, v, scale=0.125, stats=whole_stats)
+    chunk = method.prefill(q[:, :, 64:], k, v, scale=0.125, stats=chunk_stats)
+    assert_close(chunk, whole[:, :, 64:], torch.float32)
+    assert chunk_stats.causal == causal_pairs(45, 64) * 4
+    assert_selected(name, chunk_stats)
+
+
+@pytest.mark.parametrize("name,args", SPARSE, ids=_ids(SPARSE))
+@pytest.mark.parametrize("q_offset,n_q", [(37, 45), (100, 20)], ids=["P37", "P100"])
+def test_sparse_plans_stay_in_prefix_and_triton_matches_twin(name, args, q_offset, n_q):
+    # A ragged offset: the key block a query block starts in straddles its diagonal.
+    q, k, v = make_qkv(90 + q_offset, 1, 4, 2, n_q, q_offset, 64, torch.float16, heavy=8.0)
+    method = create(name, args)
+    plan = method.plan(q, k, scale=0.125)
+    assert plan.q_offset == q_offset
+    plan.check(q, k, thorough=True)  # every list inside [sinks, P + s * S), no key twice
+    block_m = int(args.get("block_m", args.get("block", 16)))
+    executor_args = dict(tau=float(args.get("tau", 0)), patience=1, skip_gap=float(args["threshold"]) if name == "skip_softmax" else 0.0)
+    out, stats = sparse_attention(q, k, v, plan, scale=0.125, config=ExecConfig(block_m, 16), return_stats=True,
+                                  **executor_args)
+    if name == "skip_softmax":
+        twin, _ = execute_plan(q, k, v, plan, scale=0.125, block_m=block_m, block_n=16, skip_gap=float(args["threshold"]))
+    else:
+        twin = torch_sparse_attention(q, k, v, plan, chunks=stats.chunks, scale=0.125, block_m=block_m, block_n=16)
+    assert_close(out, twin, torch.float16)
+    assert stats.causal_pairs == causal_pairs(n_q, q_offset)
+    assert_selected(name, stats)
+
+
+# ---------------------------------------------------------------------------------------------
 # bf16 on a GPU.
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.gpu
@@ -341,6 +464,10 @@ def test_bf16_offset_on_gpu(q_heads, kv_heads, head_dim, score):
     expected = torch_sparse_attention(q, k, v, plan, chunks=stats.chunks, block_m=stats.block_m, block_n=stats.block_n)
     assert_close(out, expected, torch.bfloat16)
     assert stats.causal_pairs == causal_pairs(700, 1337) and stats.density < 1.0
+    gpu_sizes = {"block": "128", "block_m": "128", "segment": "256"}
+    for name, args in KEEP_EVERYTHING:
+        method = create(name, {key: gpu_sizes.get(key, value) for key, value in args.items()})
+        assert_close(method.prefill(q, k, v, scale=head_dim ** -0.5), exact_reference(q, k, v), torch.bfloat16)
 
 
 # ---------------------------------------------------------------------------------------------
