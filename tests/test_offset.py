@@ -95,6 +95,21 @@ def test_exact_reference_is_bottom_right(q_offset, n_q):
         exact_reference(whole_q, k[:, :, 1:], v[:, :, 1:])
 
 
+@pytest.mark.parametrize("name", ["sdpa", "eager", pytest.param("fa2", marks=pytest.mark.gpu),
+                                  pytest.param("cudnn", marks=pytest.mark.gpu), pytest.param("fa3", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("q_heads,kv_heads", [(2, 2), (8, 2)])
+def test_dense_methods_align_bottom_right(name, q_heads, kv_heads):
+    method = create(name)
+    if method.unavailable_reason():
+        pytest.skip(method.unavailable_reason())
+    dtype = torch.float32 if DEVICE == "cpu" else torch.bfloat16
+    for q_offset, n_q in [(37, 20), (64, 64), (5, 1)]:
+        q, k, v = make_qkv(2 + q_offset, 1, q_heads, kv_heads, n_q, q_offset, 64, dtype)
+        out = method.prefill(q, k, v, scale=0.125)
+        assert out.shape == q.shape
+        assert_close(out, exact_reference(q, k, v, 0.125), dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # The plan contract and its pair counts.
 # ---------------------------------------------------------------------------------------------

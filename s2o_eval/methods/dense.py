@@ -1,6 +1,8 @@
 """Dense causal attention baselines: FlashAttention-2 / cuDNN through SDPA, FlashAttention-3, eager.
 
-Every sparse number is quoted against these, measured in the same run on the same inputs.
+Every sparse number is quoted against these, measured in the same run on the same inputs. k, v may
+hold more positions than q (queries at an offset: a chunk after the KV cache); causal is then aligned
+bottom-right, as in FlashAttention (query i sees keys [0, kv_len - q_len + i]).
 """
 
 from __future__ import annotations
@@ -12,21 +14,28 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.bias import causal_lower_right
 
 from .base import AttentionMethod, AttentionStats
 
 
 def _sdpa(q, k, v, scale, backends=None):
     gqa = q.shape[1] != k.shape[1]
+    # SDPA's is_causal aligns top-left when q_len != kv_len; the lower-right bias aligns bottom-right
+    # (and still runs the flash kernel where it can)
+    if q.shape[2] == k.shape[2]:
+        causal = dict(is_causal=True)
+    else:
+        causal = dict(attn_mask=causal_lower_right(q.shape[2], k.shape[2]))
     if backends is None:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa, **causal)
     with sdpa_kernel(backends):
         if gqa and SDPBackend.FLASH_ATTENTION not in backends:
             # cuDNN and math backends take GQA only as repeated heads on some torch builds
             group = q.shape[1] // k.shape[1]
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
             gqa = False
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa, **causal)
 
 
 def _cuda_reason() -> str | None:
