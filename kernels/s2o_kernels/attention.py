@@ -36,7 +36,8 @@ def execute_plan(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float = 0.
                  patience: int = 1, skip_gap: float = 0.0, dense_above: float = 0.0) -> tuple[Tensor, ExecStats]:
     """Causal attention over ``plan`` with S2O's early stop: ``(output like q, ExecStats)``.
 
-    q ``(batch, q_heads, seq_len, head_dim)``, k, v ``(batch, kv_heads, seq_len, head_dim)``. tau,
+    q ``(batch, q_heads, seq_len, head_dim)``, k, v ``(batch, kv_heads, plan.q_offset + seq_len,
+    head_dim)`` (queries at an offset into the keys: plan.py). tau,
     stop_rule, patience: the stop (knobs.py; tau 0 walks every listed key). skip_gap (tau 0 only):
     skip-softmax's gap in nats (0 = off). block_m: query positions per tile (0: DEFAULT_ROWS rows,
     see ``knobs.tile_positions``); block_n: keys per chunk (0: by head dim). scale: softmax scale
@@ -53,7 +54,8 @@ def execute_plan(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float = 0.
     dense = None
     if tau > 0 and dense_above > 0 and plan.score_histogram is not None:
         dense = dense_heads(plan.score_histogram, plan.bucket_width, q.shape[2], plan.segment, q.shape[1], tau=tau,
-                            block_n=block_n or default_block_n(q.shape[-1]), patience=patience, dense_above=dense_above)
+                            block_n=block_n or default_block_n(q.shape[-1]), patience=patience, dense_above=dense_above,
+                            q_offset=plan.q_offset)
     if dense is None:
         return _walk_plan(q, k, v, plan, **walk)
     if bool(dense.all()):  # nothing left to walk: the dense kernel alone, GQA and all
@@ -118,8 +120,10 @@ def s2o_attention(q: Tensor, k: Tensor, v: Tensor, *, tau: float = DEFAULT_TAU, 
     then execute (walk the ranked lists, stopping each tile early; heads forecast to be walked nearly
     whole run on the dense kernel, see ``dense_above``).
 
-    q ``(batch, q_heads, seq_len, head_dim)``, k, v ``(batch, kv_heads, seq_len, head_dim)``, fp16 or
-    bf16 (head dim 64, 128 or 256). tau: the speed/accuracy knob (0 = dense). The other arguments are
+    q ``(batch, q_heads, seq_len, head_dim)``, k, v ``(batch, kv_heads, kv_len, head_dim)``, fp16 or
+    bf16 (head dim 64, 128 or 256). kv_len > seq_len: the queries are the last seq_len positions (a
+    chunk after the KV cache of the earlier ones; causal aligned bottom-right), and each segment's
+    prefix holds the cache too. tau: the speed/accuracy knob (0 = dense). The other arguments are
     the planner's (``s2o.planner.s2o_plan``) and the executor's (``execute_plan``). This is what
     ``--method s2o`` runs. Returns the output, shaped and typed like q, and with ``return_stats`` the
     launch's ExecStats (density, chunks walked).

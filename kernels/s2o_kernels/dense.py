@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.bias import causal_lower_right
 
 
 def cuda_unavailable_reason() -> str | None:
@@ -57,10 +58,12 @@ def sdpa_causal(q: Tensor, k: Tensor, v: Tensor, scale: float, backends: list[SD
         group = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         gqa = False
-    mask = None
-    if q.shape[2] != k.shape[2]:  # SDPA's is_causal aligns top-left when the lengths differ
-        mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril(k.shape[2] - q.shape[2])
-    args = dict(attn_mask=mask, is_causal=mask is None, scale=scale, enable_gqa=gqa)
+    # SDPA's is_causal aligns top-left when the lengths differ; the lower-right bias aligns bottom-right
+    # and still runs the flash and efficient kernels (a boolean mask would not reach flash)
+    if q.shape[2] == k.shape[2]:
+        args = dict(is_causal=True, scale=scale, enable_gqa=gqa)
+    else:
+        args = dict(attn_mask=causal_lower_right(q.shape[2], k.shape[2]), scale=scale, enable_gqa=gqa)
     if backends is None:
         return F.scaled_dot_product_attention(q, k, v, **args)
     with sdpa_kernel(backends):

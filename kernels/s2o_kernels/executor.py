@@ -2,7 +2,9 @@
 
 Per query tile (one program):
   pass 1, exact: attention sinks [0, sinks) and the tile's own segment up to the causal diagonal,
-          masked per row on ORIGINAL positions (the plan's query_order may permute rows);
+          masked per row on ORIGINAL positions (the plan's query_order may permute rows); queries at
+          an offset P into the keys (plan.q_offset) sit at key positions P + i, so pass 1's bounds
+          and mask shift by P, once per tile;
   pass 2: the segment's ranked key list, walked in chunks of BLOCK_N gathered keys
           (``K + idx * stride_kn``: K and V never move), online softmax; with tau > 0 the walk stops
           after a chunk (with patience P, a burst of P chunks) whose stop statistic was below tau for
@@ -15,8 +17,8 @@ strides and derives the statistics.
 
 Tuning knobs on the GPU: tile rows (BLOCK_M), chunk size (BLOCK_N), num_warps, num_stages, a register
 cap (maxnreg) and, with tau > 0 at patience 1, STOP_BURST (chunks per pipelined burst of the stopping
-walk). By default they are autotuned (configs below, keyed on a power-of-two bucket of N, head dim and
-the plan's shape); ``config=ExecConfig(...)`` or
+walk). By default they are autotuned (configs below, keyed on power-of-two buckets of the query and key
+counts, head dim and the plan's shape); ``config=ExecConfig(...)`` or
 the environment variable ``S2O_EXEC_CONFIG="block_m=32,block_n=32,num_warps=8,num_stages=2,stop_burst=4"``
 pins one (the CPU interpreter always runs one pinned config). Tile shapes change which keys the stopping
 rule visits, so with tau > 0 they are never autotuned: they default to DEFAULT_ROWS x DEFAULT_BLOCK_N.
@@ -68,7 +70,8 @@ def _attend_key_range(acc, l_i, m_i, q, q_pos, K_head, V_head, stride_kn, stride
 
     MASK 0: every key is visible to every row and (hi - lo) % BLOCK_N == 0 (no mask, no bounds);
     MASK 1: keys are visible to every row, the last block is ragged (sinks);
-    MASK 2: per-row causal mask key <= q_pos (q_pos < hi, so it also bounds the loads).
+    MASK 2: per-row causal mask key <= q_pos (q_pos < hi, so it also bounds the loads); q_pos are
+    the rows' KEY positions (query position + the plan's offset).
     """
     for start in tl.range(lo, hi, BLOCK_N):
         k_pos = start + offs_n
@@ -236,7 +239,7 @@ def _walk_list_with_patience(acc, l_i, m_i, q, row_valid, K_head, V_head, stride
 # ----------------------------------------------------------------------------------------------
 @triton.jit
 def _sparse_attention_fwd(
-    Q, K, V, O,  # q, o (B, Hq, N, D); k, v (B, Hkv, N, D); last dim contiguous
+    Q, K, V, O,  # q, o (B, Hq, N, D); k, v (B, Hkv, Q_OFFSET + N, D); last dim contiguous
     KEY_INDEX,  # int32 (B, H_plan, L), last dim contiguous
     LIST_START, LIST_LEN,  # int64 / int32 (B, H_plan, n_seg), contiguous (same strides)
     QUERY_ORDER,  # int32 (B, H_plan, N), last dim contiguous; unused when not HAS_ORDER
@@ -251,8 +254,9 @@ def _sparse_attention_fwd(
     stride_rb, stride_rh,
     stride_cb, stride_ch,
     sm_scale, tau, skip_gap,  # float: softmax scale, stopping threshold, skip-softmax gap (log2 units)
-    N_CTX, SEGMENT, SINKS, H_PLAN,  # int
-    N_BUCKET, REQ_BLOCK_M, REQ_BLOCK_N,  # int, read only by the autotuner (key and pruning)
+    N_CTX, SEGMENT, SINKS, H_PLAN,  # int: N_CTX queries
+    Q_OFFSET,  # int: key position of query 0 (queries at an offset into the keys; 0 = the whole prompt)
+    N_BUCKET, KEY_BUCKET, REQ_BLOCK_M, REQ_BLOCK_N,  # int, read only by the autotuner (key and pruning)
     HEAD_DIM: tl.constexpr,
     GROUP: tl.constexpr,  # G = Hq / Hkv
     SHARED: tl.constexpr,  # H_plan == Hkv: one program serves the G query heads of a kv head
@@ -329,16 +333,20 @@ def _sparse_attention_fwd(
 
     # Pass 1: sinks (those before the segment; later ones are own-segment keys), then the own
     # segment: unmasked blocks below every row's position, masked blocks up to the tile's last one.
-    sink_end = tl.minimum(SINKS, seg_start)
-    acc, l_i, m_i = _attend_key_range(acc, l_i, m_i, q, pos, K_head, V_head, stride_kn, stride_vn, 0, sink_end,
+    # Keys are addressed by key position: a row's is its query position + Q_OFFSET (computed once here;
+    # the walk reads key positions from the lists and needs no shift).
+    key_pos = pos + Q_OFFSET
+    seg_key = seg_start + Q_OFFSET
+    sink_end = tl.minimum(SINKS, seg_key)
+    acc, l_i, m_i = _attend_key_range(acc, l_i, m_i, q, key_pos, K_head, V_head, stride_kn, stride_vn, 0, sink_end,
                                       qk_scale, offs_n, offs_d, 1, BLOCK_N)
     first_pos = tl.min(tl.where(row_valid, pos, N_CTX), 0)
     last_pos = tl.max(pos, 0)
-    full_end = seg_start + ((first_pos + 1 - seg_start) // BLOCK_N) * BLOCK_N
-    acc, l_i, m_i = _attend_key_range(acc, l_i, m_i, q, pos, K_head, V_head, stride_kn, stride_vn, seg_start,
+    full_end = seg_key + ((first_pos + 1 - seg_start) // BLOCK_N) * BLOCK_N
+    acc, l_i, m_i = _attend_key_range(acc, l_i, m_i, q, key_pos, K_head, V_head, stride_kn, stride_vn, seg_key,
                                       full_end, qk_scale, offs_n, offs_d, 0, BLOCK_N)
-    acc, l_i, m_i = _attend_key_range(acc, l_i, m_i, q, pos, K_head, V_head, stride_kn, stride_vn, full_end,
-                                      last_pos + 1, qk_scale, offs_n, offs_d, 2, BLOCK_N)
+    acc, l_i, m_i = _attend_key_range(acc, l_i, m_i, q, key_pos, K_head, V_head, stride_kn, stride_vn, full_end,
+                                      last_pos + 1 + Q_OFFSET, qk_scale, offs_n, offs_d, 2, BLOCK_N)
 
     # Pass 2: the segment's ranked list.
     meta = b64 * stride_lb + hp.to(tl.int64) * stride_lh + seg_start // SEGMENT
@@ -442,7 +450,7 @@ def _fallback_config(args) -> triton.Config:
 _sparse_attention_fwd_tuned = triton.autotune(
     configs=_CONFIGS,
     key=["N_BUCKET", "HEAD_DIM", "GROUP", "HEADS_PER_PROG", "SEGMENT", "EARLY_STOP", "TAIL_STOP", "PATIENCE", "SKIP_SOFTMAX", "IN_ORDER", "HAS_ORDER",
-         "REQ_BLOCK_M", "REQ_BLOCK_N"],
+         "REQ_BLOCK_M", "REQ_BLOCK_N", "KEY_BUCKET"],
     prune_configs_by={"early_config_prune": _prune_configs},
 )(_sparse_attention_fwd)
 
@@ -469,7 +477,8 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
                      return_stats: bool = False) -> Tensor | tuple[Tensor, ExecStats]:
     """Causal attention over ``plan``: exact sinks + own segment, then ranked lists with early stop.
 
-    q (batch, q_heads, seq_len, head_dim), k, v (batch, kv_heads, seq_len, head_dim), fp16 or bf16,
+    q (batch, q_heads, seq_len, head_dim), k, v (batch, kv_heads, plan.q_offset + seq_len, head_dim)
+    (queries at an offset into the keys, causal aligned bottom-right; plan.py), fp16 or bf16,
     head_dim 64/128/256. tau: stop a tile's walk after the first chunk whose stop statistic (see
     stop_rule) is below this share of every row's softmax mass (0: walk whole lists; with lists
     holding every prefix key that is dense causal attention). scale: softmax scale, default
@@ -496,7 +505,7 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
     if q.device.type != "cuda" and not _interpreting():
         raise ValueError("sparse_attention needs CUDA tensors (on a CPU, set TRITON_INTERPRET=1 before importing it)")
     batch, q_heads, n_ctx, head_dim = q.shape
-    kv_heads = k.shape[1]
+    kv_heads, n_keys = k.shape[1], k.shape[2]
     group = q_heads // kv_heads
     shared = plan.heads == kv_heads
     heads = group if shared else 1
@@ -514,7 +523,7 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
     check_tile_shape(block_m, block_n, heads_pp, plan.segment)
 
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    if max(k.stride(2), v.stride(2)) * n_ctx >= 2**31:
+    if max(k.stride(2), v.stride(2)) * n_keys >= 2**31:
         raise ValueError("k/v rows are too far apart for 32-bit gather offsets: pass contiguous k, v")
     key_index = plan.key_index.contiguous()
     if key_index.numel() == 0:  # every list empty (seq_len <= segment): never read, but needs an address
@@ -540,7 +549,8 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float 
             key_index.stride(0), key_index.stride(1), list_start.stride(0), list_start.stride(1),
             order.stride(0), order.stride(1), chunks.stride(0), chunks.stride(1),
             sm_scale, float(tau), float(skip_gap) * LOG2_E, n_ctx, plan.segment, plan.sinks, plan.heads,
-            triton.next_power_of_2(n_ctx), (block_m or 0) * heads_pp, block_n or 0)
+            plan.q_offset, triton.next_power_of_2(n_ctx), triton.next_power_of_2(n_keys),
+            (block_m or 0) * heads_pp, block_n or 0)
     constants = dict(HEAD_DIM=head_dim, GROUP=group, SHARED=shared, HEADS=heads, HEADS_PER_PROG=heads_pp,
                      HAS_ORDER=plan.query_order is not None, EARLY_STOP=early_stop,
                      TAIL_STOP=early_stop and stop_rule == "tail", PATIENCE=patience if early_stop else 1,

@@ -59,7 +59,8 @@ class ExecStats:
 
     chunks: int32 (B, Hq, n_tiles), pass-2 chunks walked per tile (equal over a GQA group when lists
         are shared); computed_pairs: int64 (B, Hq), QK pairs of valid rows x keys actually visited
-        (pass 1 causal pairs + walked list keys); causal_pairs: N (N + 1) / 2 per (batch, head);
+        (pass 1 causal pairs + walked list keys); causal_pairs: per (batch, head), the pairs of causal
+        attention, sum over queries i of (P + i + 1) = N (N + 1) / 2 + N P for N queries at offset P;
         density: computed / causal over everything; density_per_head: float64 (Hq,), averaged over
         the batch; block_m, block_n: the tile shape used (what a replay needs); config: the launch;
         pv_pairs, pv_density: the same for the P.V products, which skip-softmax leaves out of some
@@ -80,12 +81,18 @@ class ExecStats:
     skipped_keys: Tensor | None = None
 
 
-def pass1_pairs(n_ctx: int, segment: int, sinks: int, device=None) -> Tensor:
+def causal_pairs(n_ctx: int, q_offset: int = 0) -> int:
+    """QK pairs of causal attention per head for ``n_ctx`` queries at offset P = ``q_offset``: query i
+    sees the P + i + 1 keys [0, P + i]."""
+    return n_ctx * (n_ctx + 1) // 2 + n_ctx * q_offset
+
+
+def pass1_pairs(n_ctx: int, segment: int, sinks: int, device=None, q_offset: int = 0) -> Tensor:
     """QK pairs of pass 1 per head (int64 scalar): each query's sinks before its segment and its own
-    segment up to the diagonal."""
+    segment up to the diagonal (queries at offset ``q_offset``: the segment starts at key P + s * S)."""
     positions = torch.arange(n_ctx, device=device, dtype=torch.int64)
     seg_start = positions // segment * segment
-    return (seg_start.clamp(max=sinks) + positions - seg_start + 1).sum()
+    return ((seg_start + q_offset).clamp(max=sinks) + positions - seg_start + 1).sum()
 
 
 def exec_stats(chunks: Tensor, plan: Plan, n_ctx: int, group: int, used: ExecConfig, *,
@@ -98,7 +105,7 @@ def exec_stats(chunks: Tensor, plan: Plan, n_ctx: int, group: int, used: ExecCon
     device = chunks.device
     batch, q_heads, n_tiles = chunks.shape
     shared = plan.heads == q_heads // group  # one list per kv head, walked by its group's heads together
-    pass1 = pass1_pairs(n_ctx, plan.segment, plan.sinks, device)
+    pass1 = pass1_pairs(n_ctx, plan.segment, plan.sinks, device, plan.q_offset)
     tile_first = torch.arange(n_tiles, device=device, dtype=torch.int64) * used.block_m
     tile_rows = (n_ctx - tile_first).clamp(max=used.block_m)
     plan_head = torch.arange(q_heads, device=device) // group if shared else torch.arange(q_heads, device=device)
@@ -106,7 +113,7 @@ def exec_stats(chunks: Tensor, plan: Plan, n_ctx: int, group: int, used: ExecCon
     walked_keys = torch.minimum(chunks.long() * used.block_n, lengths)
     computed = pass1 + (walked_keys * tile_rows).sum(-1)
     pv = computed if skipped_keys is None else computed - (skipped_keys.long() * tile_rows).sum(-1)
-    causal = n_ctx * (n_ctx + 1) // 2
+    causal = causal_pairs(n_ctx, plan.q_offset)
     per_head = computed.double().sum(0) / (batch * causal)
     return ExecStats(chunks=chunks, computed_pairs=computed, causal_pairs=causal,
                      density=float(computed.double().sum()) / (batch * q_heads * causal),

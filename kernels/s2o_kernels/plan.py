@@ -2,9 +2,16 @@
 
 A plan tells the executor, per query segment, which prefix keys to visit and in which order; the
 executor adds the exact pass over attention sinks and the segment's own causal diagonal. Shapes:
-``q (batch, q_heads, seq_len, head_dim)``, ``k, v (batch, kv_heads, seq_len, head_dim)``,
+``q (batch, q_heads, seq_len, head_dim)``, ``k, v (batch, kv_heads, q_offset + seq_len, head_dim)``,
 ``H_plan`` is ``kv_heads`` (one list shared by the G query heads of a kv head) or ``q_heads``
 (one list per query head).
+
+Queries may start at an offset P = ``q_offset`` into the keys (a chunk of a long prompt prefilled
+after the KV cache of the earlier chunks, or a suffix after a cached prefix): causal is aligned
+bottom-right as in FlashAttention, query i sits at key position P + i and sees keys [0, P + i].
+Segments are the chunk's: segment s holds queries [s * S, (s + 1) * S), at key positions
+[P + s * S, P + (s + 1) * S), and its prefix is every key before it, the cache included. P = 0 is
+the whole prompt.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ class Plan:
     key_index: int32 (batch, H_plan, L), the ranked key lists of all segments, concatenated.
     list_start: int64 (batch, H_plan, n_seg), where segment s's list starts in key_index[b, h].
     list_len: int32 (batch, H_plan, n_seg), its length. Segment s's list holds keys in
-        [sinks, s * S), each at most once.
+        [sinks, q_offset + s * S), each at most once.
     query_order: int32 (batch, H_plan, seq_len) or None (identity): query positions in tile order,
         a permutation within each segment; tile t holds query_order[b, h, t*BM:(t+1)*BM].
     in_order: the lists are in position order and never read: segment s's list is the keys
@@ -37,6 +44,8 @@ class Plan:
         (the last bucket also all below). S2O's planner counts it while ranking; the walk forecast
         (s2o/forecast.py) reads it to route flat heads to the dense kernel.
     bucket_width: nats per bucket of score_histogram (> 0 when it is given).
+    q_offset: P, the key position of query 0 (k holds P + seq_len keys). Stored, not guessed from
+        shapes, because the lists are built for one P: ``check`` then refuses inputs of another.
     """
 
     segment: int
@@ -48,6 +57,7 @@ class Plan:
     in_order: bool = False
     score_histogram: Tensor | None = None
     bucket_width: float = 0.0
+    q_offset: int = 0
 
     @property
     def heads(self) -> int:
@@ -72,6 +82,11 @@ class Plan:
             raise ValueError(f"plan.sinks must be an int >= 0; got {self.sinks!r}")
         if block_m is not None and self.segment % block_m != 0:
             raise ValueError(f"plan.segment ({self.segment}) must be a multiple of the tile's block_m ({block_m})")
+        if isinstance(self.q_offset, bool) or not isinstance(self.q_offset, int) or self.q_offset < 0:
+            raise ValueError(f"plan.q_offset must be an int >= 0; got {self.q_offset!r}")
+        if k.shape[2] != self.q_offset + n_ctx:
+            raise ValueError(f"k has {k.shape[2]} keys but the plan was built for queries at offset {self.q_offset}: "
+                             f"q_offset + q's seq_len = {self.q_offset + n_ctx}; plan these q and k again")
         n_seg = -(-n_ctx // self.segment)
         _check_tensor("key_index", self.key_index, torch.int32, 3, q.device)
         h_plan = self.key_index.shape[1]
@@ -101,18 +116,19 @@ class Plan:
         n_seg = self.list_len.shape[-1]
         total = self.key_index.shape[-1]
         start, length = self.list_start.long(), self.list_len.long()
+        seg_keys = self.q_offset + torch.arange(n_seg, device=length.device) * seg  # key position of each segment
+        prefix = (seg_keys - self.sinks).clamp(min=0)
         if self.in_order:
-            prefix = (torch.arange(n_seg, device=length.device) * seg - self.sinks).clamp(min=0)
             if (length < 0).any() or (length > prefix).any():
-                raise ValueError("an in-order plan's lists must lie inside their prefixes [sinks, s * segment)")
+                raise ValueError("an in-order plan's lists must lie inside their prefixes "
+                                 "[sinks, q_offset + s * segment)")
             return
         if (length < 0).any() or (start < 0).any() or (start + length > total).any():
             raise ValueError(f"plan lists must lie inside key_index (length {total}): list_start >= 0, list_len >= 0, "
                              "list_start + list_len <= L")
-        seg_starts = torch.arange(n_seg, device=length.device) * seg
-        prefix = (seg_starts - self.sinks).clamp(min=0)
         if (length > prefix).any():
-            raise ValueError("a segment's list is longer than its prefix [sinks, s * segment): keys would repeat")
+            raise ValueError("a segment's list is longer than its prefix [sinks, q_offset + s * segment): "
+                             "keys would repeat")
         for b in range(length.shape[0]):
             for h in range(length.shape[1]):
                 for s in range(n_seg):
@@ -120,7 +136,7 @@ class Plan:
                     if n == 0:
                         continue
                     keys = self.key_index[b, h, int(start[b, h, s]):int(start[b, h, s]) + n].long()
-                    lo, hi = self.sinks, s * seg
+                    lo, hi = self.sinks, self.q_offset + s * seg
                     if int(keys.min()) < lo or int(keys.max()) >= hi:
                         raise ValueError(f"list of (batch {b}, head {h}, segment {s}) holds keys outside [{lo}, {hi})")
                     if keys.unique().numel() != n:
@@ -145,8 +161,9 @@ def _check_tensor(name: str, tensor: Tensor, dtype: torch.dtype, ndim: int, devi
 
 def check_attention_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
     """What every executor takes (ValueError saying what is wrong): q ``(batch, q_heads, seq_len,
-    head_dim)``, k and v ``(batch, kv_heads, seq_len, head_dim)`` on one device in one dtype, q_heads a
-    multiple of kv_heads. (The Triton kernel adds its own limits: dtypes and HEAD_DIMS.)"""
+    head_dim)``, k and v ``(batch, kv_heads, kv_len, head_dim)`` with kv_len >= seq_len (the queries
+    are the last seq_len positions) on one device in one dtype, q_heads a multiple of kv_heads. (The
+    Triton kernel adds its own limits: dtypes and HEAD_DIMS.)"""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor) or t.dim() != 4:
             raise ValueError(f"{name} must be a 4-D tensor (batch, heads, seq_len, head_dim)")
@@ -157,8 +174,9 @@ def check_attention_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
     batch, q_heads, n_ctx, head_dim = q.shape
     if k.shape != v.shape:
         raise ValueError(f"k and v must have one shape; got {tuple(k.shape)}, {tuple(v.shape)}")
-    if k.shape[0] != batch or k.shape[2] != n_ctx or k.shape[3] != head_dim:
-        raise ValueError(f"k (batch, kv_heads, seq_len, head_dim) = {tuple(k.shape)} does not match q {tuple(q.shape)}")
+    if k.shape[0] != batch or k.shape[2] < n_ctx or k.shape[3] != head_dim:
+        raise ValueError(f"k (batch, kv_heads, kv_len, head_dim) = {tuple(k.shape)} does not match q {tuple(q.shape)} "
+                         "(same batch and head_dim, kv_len >= q's seq_len)")
     if n_ctx < 1 or batch < 1:
         raise ValueError("seq_len and batch must be >= 1")
     if q_heads % k.shape[1] != 0:
@@ -179,21 +197,22 @@ def check_walk(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float, stop_
     plan.check(q, k, block_m=block_m)
 
 
-def plan_layout(n_ctx: int, segment: int, sinks: int) -> tuple[Tensor, Tensor]:
-    """Lengths and starts of the segment lists: segment s lists its prefix [sinks, s * segment).
+def plan_layout(n_ctx: int, segment: int, sinks: int, q_offset: int = 0) -> tuple[Tensor, Tensor]:
+    """Lengths and starts of the segment lists of ``n_ctx`` queries at offset ``q_offset``: segment s
+    lists its prefix [sinks, q_offset + s * segment).
 
     Returns ``(list_len int64 (n_seg,), list_start int64 (n_seg,))``; the lists are concatenated.
     """
     n_seg = -(-n_ctx // segment)
-    lengths = (torch.arange(n_seg, dtype=torch.int64) * segment - sinks).clamp(min=0)
+    lengths = (q_offset + torch.arange(n_seg, dtype=torch.int64) * segment - sinks).clamp(min=0)
     return lengths, torch.cumsum(lengths, 0) - lengths
 
 
 def segment_plan(q: Tensor, segment: int, sinks: int, key_index: Tensor, query_order: Tensor | None = None,
-                 score_histogram: Tensor | None = None, bucket_width: float = 0.0) -> Plan:
+                 score_histogram: Tensor | None = None, bucket_width: float = 0.0, q_offset: int = 0) -> Plan:
     """The Plan of ``key_index`` ``(batch, H_plan, total)``, laid out by ``plan_layout``: every list of
     a plan head holds its segment's whole prefix, in the planner's order."""
-    lengths, starts = plan_layout(q.shape[2], segment, sinks)
+    lengths, starts = plan_layout(q.shape[2], segment, sinks, q_offset)
     batch, h_plan = key_index.shape[:2]
     return Plan(
         segment=segment,
@@ -204,6 +223,7 @@ def segment_plan(q: Tensor, segment: int, sinks: int, key_index: Tensor, query_o
         query_order=query_order,
         score_histogram=score_histogram,
         bucket_width=bucket_width,
+        q_offset=q_offset,
     )
 
 
@@ -215,22 +235,25 @@ def dense_plan(q: Tensor, k: Tensor, segment: int, sinks: int = 0, block_m: int 
     dense end of a density sweep, and for skip-softmax. Lists are shared by each GQA group (H_plan =
     kv_heads) unless ``per_head`` (H_plan = q_heads). ``in_order`` writes no lists at all (the
     executor loads the keys in place: no memory, no planning time). ``block_m``, when given, is
-    checked to divide ``segment``.
+    checked to divide ``segment``. k may hold more keys than q has queries: the queries are then the
+    last ones (``q_offset = kv_len - seq_len``).
     """
     batch, q_heads, n_ctx, _ = q.shape
     h_plan = q_heads if per_head else k.shape[1]
-    lengths, _ = plan_layout(n_ctx, segment, sinks)
+    q_offset = k.shape[2] - n_ctx
+    lengths, _ = plan_layout(n_ctx, segment, sinks, q_offset)
     if in_order:
         n_seg = lengths.numel()
         plan = Plan(segment=segment, sinks=sinks, key_index=torch.zeros(batch, h_plan, 0, dtype=torch.int32, device=q.device),
                     list_start=torch.zeros(batch, h_plan, n_seg, dtype=torch.int64, device=q.device),
-                    list_len=lengths.to(torch.int32).to(q.device).expand(batch, h_plan, -1).contiguous(), in_order=True)
+                    list_len=lengths.to(torch.int32).to(q.device).expand(batch, h_plan, -1).contiguous(), in_order=True,
+                    q_offset=q_offset)
         plan.check(q, k, block_m=block_m)
         return plan
-    # Segment s's list is [sinks, s * segment); built as one arange per segment, concatenated.
+    # Segment s's list is [sinks, q_offset + s * segment); built as one arange per segment, concatenated.
     pieces = [torch.arange(sinks, int(sinks + n), dtype=torch.int32) for n in lengths.tolist()]
     keys = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.int32)
-    plan = segment_plan(q, segment, sinks, keys.to(q.device).expand(batch, h_plan, -1).contiguous())
+    plan = segment_plan(q, segment, sinks, keys.to(q.device).expand(batch, h_plan, -1).contiguous(), q_offset=q_offset)
     plan.check(q, k, block_m=block_m)
     return plan
 
@@ -239,8 +262,9 @@ def validate_layout(q: Tensor, k: Tensor, segment: int, sinks: int, block_m: int
     """The checks every planner makes of its inputs and list layout (ValueError with what is wrong)."""
     if not isinstance(q, Tensor) or not isinstance(k, Tensor) or q.dim() != 4 or k.dim() != 4:
         raise ValueError("q and k must be 4-D tensors (batch, heads, seq_len, head_dim)")
-    if q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2] or q.shape[3] != k.shape[3]:
-        raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} must agree on batch, seq_len and head_dim")
+    if q.shape[0] != k.shape[0] or q.shape[2] > k.shape[2] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} must agree on batch and head_dim, and k must "
+                         "hold at least q's seq_len keys (queries at an offset see the keys before them too)")
     if k.shape[1] < 1 or q.shape[1] % k.shape[1] != 0:
         raise ValueError(f"q_heads ({q.shape[1]}) must be a multiple of kv_heads ({k.shape[1]})")
     if q.device != k.device or q.dtype != k.dtype:

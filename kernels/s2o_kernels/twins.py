@@ -8,8 +8,9 @@
 the kernel's per-tile chunk counts (``ExecStats.chunks``) instead of re-deciding the stop, so that a
 tile whose gain lands within rounding of tau cannot make the two disagree. ``check_stop_rule``
 then checks those chunk counts against the rule itself (knobs.STOP_RULES). Shapes: q (batch, q_heads,
-seq_len, head_dim), k, v (batch, kv_heads, seq_len, head_dim). The twins hold O(seq_len^2) memory
-per head: tests, studies and short prompts on machines without a GPU.
+seq_len, head_dim), k, v (batch, kv_heads, plan.q_offset + seq_len, head_dim) (queries at an offset:
+plan.py). The twins hold O(seq_len x kv_len) memory per head: tests, studies and short prompts on
+machines without a GPU.
 """
 
 from __future__ import annotations
@@ -47,12 +48,13 @@ def _slot_positions(plan: Plan, b: int, hp: int, n_ctx: int) -> Tensor:
     return plan.query_order[b, hp].long()
 
 
-def _pass1_mask(plan: Plan, rows: Tensor, seg_start: Tensor | int, n_ctx: int) -> Tensor:
-    """(rows, N) keys of pass 1: sinks before the segment, own segment up to each row's position."""
-    keys = torch.arange(n_ctx, device=rows.device)
-    seg_start = torch.as_tensor(seg_start, device=rows.device).reshape(-1, 1)
-    sinks = keys[None, :] < seg_start.clamp(max=plan.sinks)
-    own = (keys[None, :] >= seg_start) & (keys[None, :] <= rows[:, None])
+def _pass1_mask(plan: Plan, rows: Tensor, seg_start: Tensor | int, n_keys: int) -> Tensor:
+    """(rows, n_keys) keys of pass 1: sinks before the segment, own segment up to each row's position.
+    ``rows`` and ``seg_start`` are query positions; query i sits at key position plan.q_offset + i."""
+    keys = torch.arange(n_keys, device=rows.device)
+    seg_key = torch.as_tensor(seg_start, device=rows.device).reshape(-1, 1) + plan.q_offset
+    sinks = keys[None, :] < seg_key.clamp(max=plan.sinks)
+    own = (keys[None, :] >= seg_key) & (keys[None, :] <= rows[:, None] + plan.q_offset)
     return sinks | own
 
 
@@ -96,11 +98,11 @@ def _segment_lists(q: Tensor, k: Tensor, plan: Plan):
                                        _list_keys(plan, b, hp, seg))
 
 
-def _list_ranks(plan: Plan, b: int, hp: int, n_ctx: int) -> Tensor:
-    """(n_seg, N) int64: each key's rank in its segment's list (int64 max when it is not listed)."""
+def _list_ranks(plan: Plan, b: int, hp: int, n_keys: int) -> Tensor:
+    """(n_seg, n_keys) int64: each key's rank in its segment's list (int64 max when it is not listed)."""
     n_seg = plan.list_len.shape[-1]
-    # unlisted keys rank beyond any walk (a walk of c chunks may pass n_ctx when the list is ragged)
-    ranks = torch.full((n_seg, n_ctx), torch.iinfo(torch.int64).max, dtype=torch.int64, device=plan.key_index.device)
+    # unlisted keys rank beyond any walk (a walk of c chunks may pass n_keys when the list is ragged)
+    ranks = torch.full((n_seg, n_keys), torch.iinfo(torch.int64).max, dtype=torch.int64, device=plan.key_index.device)
     for seg in range(n_seg):
         keys = _list_keys(plan, b, hp, seg)
         ranks[seg, keys] = torch.arange(keys.numel(), device=keys.device)
@@ -116,7 +118,7 @@ def torch_sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, chunk
     ``skipped[b, h, t, c]`` marks (skip-softmax; see ``torch_decide_skips``).
     """
     batch, q_heads, n_ctx, head_dim = q.shape
-    kv_heads = k.shape[1]
+    kv_heads, n_keys = k.shape[1], k.shape[2]
     group = q_heads // kv_heads
     scale = scale if scale is not None else 1.0 / math.sqrt(head_dim)
     n_tiles = -(-n_ctx // block_m)
@@ -131,12 +133,12 @@ def torch_sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, chunk
             hp, kvh = _plan_head(plan, h, group, kv_heads), h // group
             rows = _slot_positions(plan, b, hp, n_ctx)
             walked = (chunks[b, h].long().to(q.device)[tile_of_slot] * block_n)  # keys walked, per slot
-            ranks = _list_ranks(plan, b, hp, n_ctx)[seg_of_slot]
+            ranks = _list_ranks(plan, b, hp, n_keys)[seg_of_slot]
             allowed = ranks < walked[:, None]
             if skipped is not None:
                 chunk_of_key = (ranks // block_n).clamp(max=skipped.shape[-1] - 1)
                 allowed &= ~skipped[b, h].to(q.device)[tile_of_slot[:, None], chunk_of_key]
-            allowed |= _pass1_mask(plan, rows, seg_of_slot * plan.segment, n_ctx)
+            allowed |= _pass1_mask(plan, rows, seg_of_slot * plan.segment, n_keys)
             scores = q[b, h, rows].float() @ k[b, kvh].float().T * scale
             probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
             out[b, h, rows] = probs @ v[b, kvh].float()
@@ -160,7 +162,7 @@ def check_stop_rule(q: Tensor, k: Tensor, v: Tensor, plan: Plan, chunks: Tensor,
     check_stop_rule_name(stop_rule)
     check_patience(patience)
     what = "max gain" if stop_rule == "chunk" else "max tail bound"
-    n_ctx, head_dim = q.shape[2], q.shape[3]
+    n_keys, head_dim = k.shape[2], q.shape[3]
     scale = scale if scale is not None else 1.0 / math.sqrt(head_dim)
     problems: list[str] = []
     for lst in _segment_lists(q, k, plan):
@@ -184,7 +186,7 @@ def check_stop_rule(q: Tensor, k: Tensor, v: Tensor, plan: Plan, chunks: Tensor,
                 continue
             if gains is None:  # (rows of the segment, n_chunks), max over the program's heads
                 gains = _segment_gains(q[b, lst.heads].double(), k[b, lst.kv_head].double(), lst.positions[lo:hi],
-                                       keys, plan, lst.seg, n_ctx, scale, block_n, stop_rule)
+                                       keys, plan, lst.seg, n_keys, scale, block_n, stop_rule)
             tile_gains = gains[t * block_m - lo: min((t + 1) * block_m, hi) - lo].amax(0).tolist()
             surely_dull = [g < tau * (1 - rtol) - atol for g in tile_gains]
             maybe_dull = [g < tau * (1 + rtol) + atol for g in tile_gains]
@@ -203,12 +205,12 @@ def check_stop_rule(q: Tensor, k: Tensor, v: Tensor, plan: Plan, chunks: Tensor,
     return problems
 
 
-def _segment_gains(qd: Tensor, kd: Tensor, rows: Tensor, keys: Tensor, plan: Plan, seg: int, n_ctx: int, scale: float,
+def _segment_gains(qd: Tensor, kd: Tensor, rows: Tensor, keys: Tensor, plan: Plan, seg: int, n_keys: int, scale: float,
                    block_n: int, stop_rule: str = "chunk") -> Tensor:
     """(rows, n_chunks) float64: per row slot the largest stop statistic over ``qd``'s heads, for each
     chunk of ``keys``: the chunk's gain ("chunk") or its tail bound over the mass so far ("tail")."""
-    scores = qd[:, rows] @ kd.T * scale  # (heads, rows, N)
-    pass1 = _pass1_mask(plan, rows, seg * plan.segment, n_ctx)
+    scores = qd[:, rows] @ kd.T * scale  # (heads, rows, n_keys)
+    pass1 = _pass1_mask(plan, rows, seg * plan.segment, n_keys)
     # Masses relative to each row's pass-1 maximum: every denominator is then >= 1 (float64 range).
     ref = scores.masked_fill(~pass1, float("-inf")).amax(-1, keepdim=True)
     mass = torch.exp(scores - ref)
@@ -255,7 +257,8 @@ def torch_decide_chunks(q: Tensor, k: Tensor, plan: Plan, tau: float, *, scale: 
         if n_chunks == 0:
             continue
         gains = _segment_gains(q[lst.b, lst.heads].double(), k[lst.b, lst.kv_head].double(),
-                               lst.positions[lst.lo:lst.hi], lst.keys, plan, lst.seg, n_ctx, scale, block_n, stop_rule)
+                               lst.positions[lst.lo:lst.hi], lst.keys, plan, lst.seg, k.shape[2], scale, block_n,
+                               stop_rule)
         for t in range(lst.lo // block_m, -(-lst.hi // block_m)):
             tile = gains[t * block_m - lst.lo: min((t + 1) * block_m, lst.hi) - lst.lo].amax(0)
             chunks[lst.b, lst.heads, t] = _chunks_until_dull_burst(tile < tau, patience) if tau > 0 else n_chunks
@@ -279,12 +282,13 @@ def torch_s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sink
     batch, q_heads, n_ctx, dim = q.shape
     scale = dim ** -0.5 if scale is None else scale
     kv_heads = k.shape[1]
+    q_offset = k.shape[2] - n_ctx  # queries at an offset: the prefixes hold the keys before them too
     projections = score_projections(q, k, segment, score=score, rank=rank, scale=scale)
     rounded = projections.vectors.to(k.dtype).float()
     squares = None if projections.squares is None else projections.squares.to(k.dtype).float()
     h_plan = projections.heads
     heads_per_kv = h_plan // kv_heads
-    lengths, _ = plan_layout(n_ctx, segment, sinks)
+    lengths, _ = plan_layout(n_ctx, segment, sinks, q_offset)
     key_index = torch.empty(batch, h_plan, int(lengths.sum()), dtype=torch.int32, device=q.device)
     histogram = torch.zeros(batch, h_plan, len(lengths), max(n_buckets, 1), dtype=torch.int32, device=q.device)
     for b in range(batch):
@@ -310,8 +314,9 @@ def torch_s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sink
                 offset += n
     order = query_order_by_guide(q, projections.guides, segment) if query_permute else None
     if not n_buckets:  # an exact sort counts no buckets
-        return segment_plan(q, segment, sinks, key_index, order)
-    return segment_plan(q, segment, sinks, key_index, order, score_histogram=histogram, bucket_width=span / n_buckets)
+        return segment_plan(q, segment, sinks, key_index, order, q_offset=q_offset)
+    return segment_plan(q, segment, sinks, key_index, order, score_histogram=histogram, bucket_width=span / n_buckets,
+                        q_offset=q_offset)
 
 
 def torch_decide_skips(q: Tensor, k: Tensor, plan: Plan, skip_gap: float, *, scale: float | None = None,
@@ -324,6 +329,7 @@ def torch_decide_skips(q: Tensor, k: Tensor, plan: Plan, skip_gap: float, *, sca
     ``(skipped bool (batch, q_heads, n_tiles, max_chunks), skipped_keys int32 (batch, q_heads, n_tiles))``.
     """
     batch, q_heads, n_ctx, head_dim = q.shape
+    n_keys = k.shape[2]
     scale = scale if scale is not None else 1.0 / math.sqrt(head_dim)
     n_tiles = -(-n_ctx // block_m)
     max_chunks = max(1, -(-int(plan.list_len.max()) // block_n)) if plan.list_len.numel() else 1
@@ -335,8 +341,8 @@ def torch_decide_skips(q: Tensor, k: Tensor, plan: Plan, skip_gap: float, *, sca
             continue
         for t in range(lst.lo // block_m, -(-lst.hi // block_m)):
             rows = lst.positions[t * block_m:min((t + 1) * block_m, lst.hi)]
-            scores = q[b, heads][:, rows].double() @ k[b, lst.kv_head].double().T * scale  # (heads, rows, N)
-            pass1 = _pass1_mask(plan, rows, lst.lo, n_ctx)
+            scores = q[b, heads][:, rows].double() @ k[b, lst.kv_head].double().T * scale  # (heads, rows, n_keys)
+            pass1 = _pass1_mask(plan, rows, lst.lo, n_keys)
             running = scores.masked_fill(~pass1, float("-inf")).amax(-1)  # (heads, rows)
             for c in range(-(-keys.numel() // block_n)):
                 chunk_max = scores[..., keys[c * block_n:(c + 1) * block_n]].amax(-1)

@@ -2,8 +2,11 @@
 
 A method is a small dataclass: its fields are its hyper-parameters (typed, with defaults), and it
 knows how to run causal prefill attention on ``q (batch, q_heads, seq_len, head_dim)`` and
-``k, v (batch, kv_heads, seq_len, head_dim)`` (GQA: ``q_heads`` a multiple of ``kv_heads``).
-Methods never see models: the patching layer hands them tensors.
+``k, v (batch, kv_heads, kv_len, head_dim)`` (GQA: ``q_heads`` a multiple of ``kv_heads``). kv_len is
+seq_len for a whole prompt; a chunk of a longer prompt (chunked prefill, or a suffix after a cached
+prefix) has kv_len > seq_len: its queries are the last seq_len positions, causal aligned bottom-right
+(query i sees keys [0, kv_len - seq_len + i]). Methods never see models: the patching layer hands
+them tensors.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Dense causal attention baselines: FlashAttention-2 / cuDNN through SDPA, FlashAttention-3, eager.
 
-Every sparse number is quoted against these, measured in the same run on the same inputs.
+Every sparse number is quoted against these, measured in the same run on the same inputs. k, v may
+hold more positions than q (queries at an offset: a chunk after the KV cache); causal is then aligned
+bottom-right, as in FlashAttention (query i sees keys [0, kv_len - q_len + i]).
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ estimate from mean-pooled queries and keys (Jensen-Shannon distance). When the t
 estimate can be trusted, and every query block keeps the smallest set of key blocks whose estimated
 mass reaches ``gamma``. When they disagree, attention is not block-smooth (hot columns, diagonals) and
 the head takes the vertical-slash pattern read from the last block's attention instead.
+
+Queries at an offset into the keys (k longer than q, a chunk after the KV cache): query blocks are
+the chunk's, key blocks the cache's from key 0, causal bottom-right (``block_plan``'s geometry).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..block_plan import blocks_to_plan
+from ..block_plan import blocks_to_plan, causal_blocks
 from ..plan import Plan
 from .minference import last_queries_probs, vertical_slash_scores
 
@@ -52,13 +55,12 @@ def js_distance(p: Tensor, r: Tensor) -> Tensor:
     return ((kl(p) + kl(r)) / 2).clamp(min=0).sqrt()
 
 
-def pooled_block_probs(q_pooled: Tensor, k_pooled: Tensor, scale: float) -> Tensor:
+def pooled_block_probs(q_pooled: Tensor, k_pooled: Tensor, scale: float, causal: Tensor) -> Tensor:
     """Causal softmax over key blocks of pooled queries against pooled keys, fp32
-    ``(batch, q_heads, n_qblocks, n_kblocks)``; query block t sees key blocks 0..t."""
+    ``(batch, q_heads, n_qblocks, n_kblocks)``; query block t sees the key blocks ``causal[t]`` marks
+    (``block_plan.causal_blocks``: 0..t when the queries start at key 0)."""
     group = q_pooled.shape[1] // k_pooled.shape[1]
     scores = q_pooled @ k_pooled.repeat_interleave(group, dim=1).transpose(-1, -2) * scale
-    n_blocks = scores.shape[-1]
-    causal = torch.ones(n_blocks, n_blocks, dtype=torch.bool, device=scores.device).tril()
     return torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
 
 
@@ -69,9 +71,10 @@ def flexprefill_decision(q: Tensor, k: Tensor, *, block: int, tau: float, scale:
     their pooled query against the pooled key blocks; query-aware when the distance is below ``tau``.
     """
     batch, q_heads, n_ctx, _ = q.shape
+    n_keys = k.shape[2]
     n_last = min(block, n_ctx)
-    key_block = torch.arange(n_ctx, device=q.device) // block
-    n_blocks = -(-n_ctx // block)
+    key_block = torch.arange(n_keys, device=q.device) // block
+    n_blocks = -(-n_keys // block)
     q_last = q[:, :, n_ctx - n_last:].float().mean(2)                          # (B, Hq, D)
     k_pooled = pool_blocks(k, block).repeat_interleave(q_heads // k.shape[1], dim=1)
     estimate = torch.softmax((k_pooled @ q_last[..., None])[..., 0] * scale, dim=-1)  # the last block sees all
@@ -86,7 +89,8 @@ def flexprefill_decision(q: Tensor, k: Tensor, *, block: int, tau: float, scale:
 def query_aware_blocks(q: Tensor, k: Tensor, *, block: int, gamma: float, min_blocks: int, scale: float) -> Tensor:
     """Per query block, the fewest key blocks covering ``gamma`` of the pooled estimate (at least
     ``min_blocks``): bool ``(batch, q_heads, n_blocks, n_blocks)``."""
-    probs = pooled_block_probs(pool_blocks(q, block), pool_blocks(k, block), scale)
+    probs = pooled_block_probs(pool_blocks(q, block), pool_blocks(k, block), scale,
+                               causal_blocks(q.shape[2], k.shape[2], block, q.device))
     return smallest_cover(probs, gamma, min_blocks)  # blocks on or after the diagonal: ignored by blocks_to_plan
 
 
@@ -96,25 +100,28 @@ def vertical_slash_blocks(q: Tensor, k: Tensor, head: int, *, block: int, gamma:
 
     From the last block's attention, the fewest key columns and the fewest diagonals that each cover
     ``gamma`` of the mass (at least ``min_budget`` of each); a block is kept when it holds a chosen
-    column or a chosen diagonal crosses it.
+    column or a chosen diagonal crosses it. Returns ``(batch, n_qblocks, n_kblocks)`` (queries at
+    offset P = kv_len - seq_len: query block t's rows sit at key positions P + t * block on).
     """
-    n_ctx = q.shape[2]
-    n_blocks = -(-n_ctx // block)
+    n_ctx, n_keys = q.shape[2], k.shape[2]
+    q_offset = n_keys - n_ctx
+    n_blocks, n_kblocks = -(-n_ctx // block), -(-n_keys // block)
     col_mass, diag_mass = vertical_slash_scores(last_queries_probs(q, k, head, min(block, n_ctx), scale))
     columns = smallest_cover(col_mass, gamma, min_budget)
     offsets = smallest_cover(diag_mass, gamma, min_budget)
     batch = q.shape[0]
-    key_block = torch.arange(n_ctx, device=q.device) // block
-    hit = torch.zeros(batch, n_blocks, device=q.device).index_add_(1, key_block, columns.float()) > 0
-    # a diagonal at offset o crosses key block j from query block t when some row r of t has
-    # r - o in block j: o in [t*block - (j*block + block - 1), last row of t - j*block]
+    key_block = torch.arange(n_keys, device=q.device) // block
+    hit = torch.zeros(batch, n_kblocks, device=q.device).index_add_(1, key_block, columns.float()) > 0
+    # a diagonal at offset o crosses key block j from query block t when some row r of t (key position
+    # P + r) has P + r - o in block j: o in [P + t*block - (j*block + block - 1), P + last row of t - j*block]
     count = torch.cat([torch.zeros(batch, 1, device=q.device), offsets.float().cumsum(-1)], dim=-1)
     t = torch.arange(n_blocks, device=q.device)
-    last_row = (t * block + block).clamp(max=n_ctx) - 1
-    lo = (t[:, None] * block - t[None, :] * block - block + 1).clamp(0, n_ctx)
-    hi = (last_row[:, None] - t[None, :] * block).clamp(-1, n_ctx - 1)
+    j = torch.arange(n_kblocks, device=q.device)
+    last_row = q_offset + (t * block + block).clamp(max=n_ctx) - 1
+    lo = (q_offset + t[:, None] * block - j[None, :] * block - block + 1).clamp(0, n_keys)
+    hi = (last_row[:, None] - j[None, :] * block).clamp(-1, n_keys - 1)
     crossed = count[:, (hi + 1).reshape(-1)] > count[:, lo.reshape(-1)]
-    return hit[:, None, :] | crossed.reshape(batch, n_blocks, n_blocks)  # hot columns: every query block
+    return hit[:, None, :] | crossed.reshape(batch, n_blocks, n_kblocks)  # hot columns: every query block
 
 
 def flexprefill_plan(q: Tensor, k: Tensor, *, block: int = 128, gamma: float = 0.9, tau: float = 0.1,
@@ -129,4 +136,4 @@ def flexprefill_plan(q: Tensor, k: Tensor, *, block: int = 128, gamma: float = 0
         if not bool(query_aware[:, h].all()):
             pattern = vertical_slash_blocks(q, k, h, block=block, gamma=gamma, min_budget=min_budget, scale=scale)
             selected[:, h] = torch.where(query_aware[:, h, None, None], selected[:, h], pattern)
-    return blocks_to_plan(selected, block, n_ctx), query_aware
+    return blocks_to_plan(selected, block, n_ctx, q_offset=k.shape[2] - n_ctx), query_aware

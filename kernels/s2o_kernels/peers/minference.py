@@ -5,6 +5,10 @@ From the attention of the last few queries, a head's important keys are read as 
 list holds the chosen columns before the block plus, for every chosen offset, the keys that offset
 reaches from any of the block's rows (the union over the rows, as a block-sparse executor computes
 it). The executor adds the block's own causal diagonal, so that block is always kept.
+
+Queries at an offset P into the keys (k longer than q: a chunk after the KV cache): columns and
+offsets are over key positions, the last queries are the chunk's last (key positions up to
+kv_len - 1), and query block t's rows sit at key positions P + t * block on.
 """
 
 from __future__ import annotations
@@ -17,19 +21,21 @@ from ..plan import Plan
 
 def last_queries_probs(q: Tensor, k: Tensor, head: int, n_last: int, scale: float) -> Tensor:
     """Causal softmax of the last ``n_last`` queries of q head ``head`` over all keys: fp32
-    ``(batch, n_last, seq_len)`` (GQA: the q head reads kv head ``head // G``)."""
-    n_ctx = q.shape[2]
+    ``(batch, n_last, kv_len)`` (GQA: the q head reads kv head ``head // G``). The queries are the
+    last of the keys' positions (bottom-right), so the rows sit at key positions kv_len - n_last on."""
+    n_ctx, n_keys = q.shape[2], k.shape[2]
     group = q.shape[1] // k.shape[1]
-    rows = torch.arange(n_ctx - n_last, n_ctx, device=q.device)
+    rows = torch.arange(n_keys - n_last, n_keys, device=q.device)
     scores = q[:, head, n_ctx - n_last:].float() @ k[:, head // group].float().transpose(-1, -2) * scale
-    causal = torch.arange(n_ctx, device=q.device)[None, :] <= rows[:, None]
+    causal = torch.arange(n_keys, device=q.device)[None, :] <= rows[:, None]
     return torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
 
 
 def vertical_slash_scores(probs: Tensor) -> tuple[Tensor, Tensor]:
-    """Column and diagonal sums of the last queries' attention ``probs (batch, n_last, seq_len)``.
+    """Column and diagonal sums of the last queries' attention ``probs (batch, n_last, kv_len)`` (the
+    rows are the last n_last key positions, as ``last_queries_probs`` gives them).
 
-    Returns (vertical, slash), each fp32 ``(batch, seq_len)``: vertical[j] is the mass key j gets;
+    Returns (vertical, slash), each fp32 ``(batch, kv_len)``: vertical[j] is the mass key j gets;
     slash[o] the mass on offset o = query position - key position (o = 0 is the main diagonal).
     """
     batch, n_last, n_ctx = probs.shape
@@ -44,14 +50,18 @@ def vertical_slash_to_plan(columns: Tensor, offsets: Tensor, block: int, n_ctx: 
                            query_chunk: int = 64) -> Plan:
     """A plan with one list per (batch, q head, query block) from chosen columns and offsets.
 
-    columns, offsets: bool ``(batch, q_heads, seq_len)``, True where key position j (columns) or
-    offset o (offsets) is chosen. Block t's list holds, in ascending order, every key j in
-    [sinks, t * block) that is a chosen column or lies at a chosen offset from one of the block's rows.
+    columns, offsets: bool ``(batch, q_heads, kv_len)``, True where key position j (columns) or
+    offset o (offsets) is chosen; ``n_ctx`` queries, the last of the kv_len positions (offset
+    P = kv_len - n_ctx). Block t's list holds, in ascending order, every key j in [sinks, P + t * block)
+    that is a chosen column or lies at a chosen offset from one of the block's rows.
     """
-    batch, q_heads, _ = columns.shape
+    batch, q_heads, n_keys = columns.shape
+    q_offset = n_keys - n_ctx
+    if q_offset < 0:
+        raise ValueError(f"columns cover {n_keys} key positions, fewer than the {n_ctx} queries")
     device = columns.device
     n_blocks = -(-n_ctx // block)
-    keys_pos = torch.arange(n_ctx, device=device)
+    keys_pos = torch.arange(n_keys, device=device)
     lists, lengths = [], torch.zeros(batch, q_heads, n_blocks, dtype=torch.int64, device=device)
     for b in range(batch):
         for h in range(q_heads):
@@ -60,10 +70,11 @@ def vertical_slash_to_plan(columns: Tensor, offsets: Tensor, block: int, n_ctx: 
             pieces = []
             for t0 in range(0, n_blocks, query_chunk):
                 t = torch.arange(t0, min(t0 + query_chunk, n_blocks), device=device)[:, None]
-                first_row, last_row = t * block, (t * block + block).clamp(max=n_ctx) - 1
-                lo, hi = first_row - keys_pos, (last_row - keys_pos).clamp(max=n_ctx - 1)
+                # the rows' key positions
+                first_row, last_row = q_offset + t * block, q_offset + (t * block + block).clamp(max=n_ctx) - 1
+                lo, hi = first_row - keys_pos, (last_row - keys_pos).clamp(max=n_keys - 1)
                 prefix = (keys_pos < first_row) & (keys_pos >= sinks)    # lo >= 1 here: count indexing is safe
-                by_slash = count[hi.clamp(min=0) + 1] > count[lo.clamp(min=0, max=n_ctx)]
+                by_slash = count[hi.clamp(min=0) + 1] > count[lo.clamp(min=0, max=n_keys)]
                 keep = prefix & (columns[b, h][None, :] | by_slash)
                 lengths[b, h, t0:t0 + keep.shape[0]] = keep.sum(-1)
                 pieces.append(keep.nonzero(as_tuple=True)[1])                # row-major: by block, then key
@@ -74,7 +85,7 @@ def vertical_slash_to_plan(columns: Tensor, offsets: Tensor, block: int, n_ctx: 
         key_index[i // q_heads, i % q_heads, : keys.numel()] = keys.to(torch.int32)
     list_start = lengths.cumsum(-1) - lengths
     return Plan(segment=block, sinks=sinks, key_index=key_index, list_start=list_start,
-                list_len=lengths.to(torch.int32))
+                list_len=lengths.to(torch.int32), q_offset=q_offset)
 
 
 def top_mask(scores: Tensor, count: int) -> Tensor:
@@ -86,11 +97,11 @@ def top_mask(scores: Tensor, count: int) -> Tensor:
 
 def minference_selection(q: Tensor, k: Tensor, *, vertical: int, slash: int, last_q: int,
                          scale: float) -> tuple[Tensor, Tensor]:
-    """MInference's choice per (batch, q head): bool ``(batch, q_heads, seq_len)`` masks of the top
+    """MInference's choice per (batch, q head): bool ``(batch, q_heads, kv_len)`` masks of the top
     ``vertical`` key columns and the top ``slash`` offsets by the last ``last_q`` queries' attention."""
     batch, q_heads, n_ctx, _ = q.shape
     n_last = min(last_q, n_ctx)
-    columns = torch.zeros(batch, q_heads, n_ctx, dtype=torch.bool, device=q.device)
+    columns = torch.zeros(batch, q_heads, k.shape[2], dtype=torch.bool, device=q.device)
     offsets = torch.zeros_like(columns)
     for h in range(q_heads):
         col_mass, diag_mass = vertical_slash_scores(last_queries_probs(q, k, h, n_last, scale))

@@ -45,23 +45,24 @@ def forecast_walk(histogram: Tensor, width: float, *, tau: float, block_n: int, 
 
 
 def forecast_density(histogram: Tensor, width: float, n_ctx: int, segment: int, *, tau: float, block_n: int,
-                     patience: int) -> Tensor:
+                     patience: int, q_offset: int = 0) -> Tensor:
     """Forecast density (QK pairs / causal pairs) per plan head: float64 (batch, H_plan).
 
     Pass 1 (sinks and each segment's own diagonal) is always computed; of each segment's list, the
-    forecast walk (``forecast_walk``) is, by every row of the segment.
+    forecast walk (``forecast_walk``) is, by every row of the segment. ``n_ctx`` queries at offset
+    ``q_offset`` into the keys (plan.q_offset): query i has q_offset + i + 1 causal keys.
     """
     walked = forecast_walk(histogram, width, tau=tau, block_n=block_n, patience=patience)
     length = histogram.double().sum(-1)
     n_seg = histogram.shape[2]
     rows = torch.full((n_seg,), float(segment), dtype=torch.float64, device=histogram.device)
     rows[-1] = n_ctx - (n_seg - 1) * segment
-    causal = n_ctx * (n_ctx + 1) / 2
+    causal = n_ctx * (n_ctx + 1) / 2 + n_ctx * q_offset
     return 1.0 - ((length - walked) * rows).sum(-1) / causal
 
 
 def dense_heads(histogram: Tensor, width: float, n_ctx: int, segment: int, q_heads: int, *, tau: float,
-                block_n: int, patience: int, dense_above: float) -> Tensor | None:
+                block_n: int, patience: int, dense_above: float, q_offset: int = 0) -> Tensor | None:
     """Query heads (bool ``(q_heads,)``) whose forecast density, averaged over the batch, reaches
     ``dense_above``; None when none does. A plan with one list per kv head routes its GQA group together.
 
@@ -69,7 +70,8 @@ def dense_heads(histogram: Tensor, width: float, n_ctx: int, segment: int, q_hea
     which runs below dense speed per pair (reports/bench/NOTES.md). Being one-sided (see the module
     docstring), the flag catches heads whose estimate is nearly flat and misses some others.
     """
-    forecast = forecast_density(histogram, width, n_ctx, segment, tau=tau, block_n=block_n, patience=patience).mean(0)
+    forecast = forecast_density(histogram, width, n_ctx, segment, tau=tau, block_n=block_n, patience=patience,
+                                q_offset=q_offset).mean(0)
     dense = forecast >= dense_above
     if dense.numel() != q_heads:
         dense = dense.repeat_interleave(q_heads // dense.numel())

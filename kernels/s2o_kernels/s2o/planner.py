@@ -1,7 +1,8 @@
 """S2O planner (Triton): per query segment, every prefix key ranked by its estimated attention mass.
 
 For each (batch, plan head, segment of S queries) the planner scores every prefix key (keys
-[sinks, s * S): the sinks and the segment's own keys are computed exactly in the executor's pass 1)
+[sinks, P + s * S), P the queries' offset into the keys (plan.py; 0 for a whole prompt): the sinks
+and the segment's own keys are computed exactly in the executor's pass 1)
 with the segment's projections (ranking.py: the mean query's logit plus half its variance across the
 segment's queries) and lists the prefix in descending score order. The list holds EVERY prefix key
 exactly once, so ``tau = 0`` in the executor gives dense attention.
@@ -53,9 +54,10 @@ def _score_kernel(
     K, PROJ,        # k (B, Hkv, N, D); projection vectors (B, Hp, n_seg, C, D) in k's dtype
     OFFSETS,        # (B, Hp, n_seg, C) fp32, contiguous: what the squared projections are centred on
     SQUARES,        # (B, Hp, n_seg, D) in k's dtype, contiguous: weights of the squared key (HAS_SQUARES)
-    SCORES,         # out (B, Hp, n_seg, N) fp32: written inside each segment's prefix only
+    SCORES,         # out (B, Hp, n_seg, n_keys) fp32: written inside each segment's prefix only
     TOPS,           # out (B, Hp, n_seg, n_kb) fp32: largest score of the tile's keys in the prefix
-    n_ctx, n_seg, segment, sinks, h_plan, heads_per_kv,
+    n_keys, q_offset,  # keys in k; key position of query 0 (segment s's prefix ends at q_offset + s * segment)
+    n_seg, segment, sinks, h_plan, heads_per_kv,
     stride_kb, stride_kh, stride_kn,
     stride_pb, stride_ph, stride_ps, stride_pc,
     stride_sb, stride_sh, stride_ss,
@@ -72,13 +74,13 @@ def _score_kernel(
     h = (tl.program_id(2) % (h_plan // heads_per_kv)) * heads_per_kv + tl.program_id(0) // n_seg_blocks
     last_seg = tl.minimum(n_seg, (pid_s + 1) * BLOCK_S) - 1
     # Keys at or after the last segment's start are in no prefix of this block of segments.
-    if pid_n * BLOCK_N < last_seg * segment:
+    if pid_n * BLOCK_N < q_offset + last_seg * segment:
         offs_s = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, HEAD_DIM)
         b64 = b.to(tl.int64)
         k_ptrs = K + b64 * stride_kb + (h // heads_per_kv).to(tl.int64) * stride_kh + offs_n[:, None] * stride_kn
-        keys = tl.load(k_ptrs + offs_d[None, :], mask=offs_n[:, None] < n_ctx, other=0.0)
+        keys = tl.load(k_ptrs + offs_d[None, :], mask=offs_n[:, None] < n_keys, other=0.0)
         p_ptrs = PROJ + b64 * stride_pb + h.to(tl.int64) * stride_ph + offs_s[:, None] * stride_ps + offs_d[None, :]
         seg_ok = offs_s < n_seg
         o_ptrs = OFFSETS + ((b * h_plan + h) * n_seg + offs_s).to(tl.int64) * N_PROJ
@@ -96,7 +98,8 @@ def _score_kernel(
             weights = tl.load(w_ptrs, mask=seg_ok[:, None], other=0.0)
             squared = keys.to(tl.float32) * keys.to(tl.float32)
             score += tl.dot(weights, tl.trans(squared.to(keys.dtype)), input_precision=DOT_PRECISION)
-        in_prefix = (offs_n[None, :] >= sinks) & (offs_n[None, :] < offs_s[:, None] * segment) & seg_ok[:, None]
+        in_prefix = ((offs_n[None, :] >= sinks) & (offs_n[None, :] < q_offset + offs_s[:, None] * segment)
+                     & seg_ok[:, None])
         s_ptrs = SCORES + b64 * stride_sb + h.to(tl.int64) * stride_sh + offs_s[:, None].to(tl.int64) * stride_ss
         tl.store(s_ptrs + offs_n[None, :], score, mask=in_prefix)
         top = tl.max(tl.where(in_prefix, score, float("-inf")), axis=1)
@@ -120,13 +123,13 @@ def _bucket_ids(SCORES_ROW, TOP_ROW, start, n_keys, inv_width, N_BUCKETS: tl.con
 
 @triton.jit
 def _rank_kernel(
-    SCORES,         # (B, Hp, n_seg, N) fp32
+    SCORES,         # (B, Hp, n_seg, n_keys) fp32
     TOP,            # (B, Hp, n_seg) fp32: each list's top score, contiguous
     COUNTS,         # PHASE 0 out: (B, Hp, n_seg, n_ranges, N_BUCKETS) int32, contiguous: keys per range and bucket
     SLOT_BASE,      # PHASE 1 in: same shape: slot in key_index[b, h] of the range's first key of each bucket,
                     # minus the keys of lower buckets in the range (see _rank_prefixes)
     KEY_INDEX,      # PHASE 1 out: (B, Hp, L) int32
-    n_seg, segment, sinks, h_plan, n_ranges, inv_width,
+    n_seg, segment, sinks, q_offset, h_plan, n_ranges, inv_width,
     stride_sb, stride_sh, stride_ss, stride_ib, stride_ih,
     PHASE: tl.constexpr, N_BUCKETS: tl.constexpr, RANGE: tl.constexpr,
 ):
@@ -138,7 +141,7 @@ def _rank_kernel(
     s = row % n_seg
     h = (row // n_seg) % h_plan
     b = row // (n_seg * h_plan)
-    n_keys = tl.maximum(s * segment - sinks, 0)
+    n_keys = tl.maximum(q_offset + s * segment - sinks, 0)
     start = r * RANGE
     if start < n_keys:
         scores_row = SCORES + b.to(tl.int64) * stride_sb + h.to(tl.int64) * stride_sh + s.to(tl.int64) * stride_ss + sinks
@@ -182,8 +185,10 @@ def s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sinks: int
              scale: float | None = None) -> Plan:
     """Build the S2O plan in linear time (Triton): every prefix key of every segment, by estimated mass.
 
-    q: ``(batch, q_heads, seq_len, head_dim)``; k: ``(batch, kv_heads, seq_len, head_dim)``; fp16,
-    bf16 or fp32, on the GPU (or on the CPU with ``TRITON_INTERPRET=1``).
+    q: ``(batch, q_heads, seq_len, head_dim)``; k: ``(batch, kv_heads, kv_len, head_dim)``; fp16,
+    bf16 or fp32, on the GPU (or on the CPU with ``TRITON_INTERPRET=1``). kv_len > seq_len: the
+    queries are the last seq_len positions (offset P = kv_len - seq_len), their segments the
+    chunk's, and each segment's prefix [sinks, P + s * segment) holds the earlier keys too.
     segment: S, queries per segment, a multiple of block_m (the executor's query tile).
     sinks: keys [0, sinks) are left out of the lists (the executor computes them in pass 1).
     score, rank: what keys are ranked by (ranking.py): ``"head_mean"`` (one list per query head, the
@@ -206,9 +211,10 @@ def s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sinks: int
         raise ValueError(f"head_dim must be a power of two >= 16 for the Triton planner; got {dim}")
     scale = dim ** -0.5 if scale is None else scale
     kv_heads = k.shape[1]
+    q_offset = k.shape[2] - n_ctx
     projections = score_projections(q, k, segment, score=score, rank=rank, scale=scale)
     h_plan, n_seg = projections.vectors.shape[1], projections.vectors.shape[2]
-    lengths, starts = plan_layout(n_ctx, segment, sinks)
+    lengths, starts = plan_layout(n_ctx, segment, sinks, q_offset)
     total = int(lengths.sum())
     if total >= 2**31:
         raise ValueError(f"the plan would list {total} keys per head, over int32 offsets: use a longer segment")
@@ -218,39 +224,42 @@ def s2o_plan(q: Tensor, k: Tensor, *, segment: int = DEFAULT_SEGMENT, sinks: int
         heads_per_kv = h_plan // kv_heads
         histogram = _rank_prefixes(k, projections.vectors.to(k.dtype), projections.offsets,
                                    None if projections.squares is None else projections.squares.to(k.dtype),
-                                   key_index, starts.to(q.device), segment, sinks, heads_per_kv, n_buckets, span)
+                                   key_index, starts.to(q.device), segment, sinks, q_offset, heads_per_kv, n_buckets,
+                                   span)
     order = query_order_by_guide(q, projections.guides, segment) if query_permute else None
-    return segment_plan(q, segment, sinks, key_index, order, score_histogram=histogram, bucket_width=span / n_buckets)
+    return segment_plan(q, segment, sinks, key_index, order, score_histogram=histogram, bucket_width=span / n_buckets,
+                        q_offset=q_offset)
 
 
 def _rank_prefixes(k: Tensor, projections: Tensor, offsets: Tensor, squares: Tensor | None, key_index: Tensor,
-                   starts: Tensor, segment: int, sinks: int, heads_per_kv: int, n_buckets: int, span: float) -> Tensor:
+                   starts: Tensor, segment: int, sinks: int, q_offset: int, heads_per_kv: int, n_buckets: int,
+                   span: float) -> Tensor:
     """Fills ``key_index`` (B, Hp, L): scores, bucket counts per range, slot bases (torch), scatter.
     Returns the keys per bucket of each list, int32 (B, Hp, n_seg, n_buckets)."""
     batch, h_plan, n_seg, n_proj, dim = projections.shape
-    n_ctx = k.shape[2]
+    n_keys = k.shape[2]
     shape = _launch_shape(n_seg, dim)
     block_s, block_n, key_range = shape["block_s"], shape["block_n"], shape["rank_range"]
-    n_kb = triton.cdiv(n_ctx, block_n)
-    scores = torch.empty(batch, h_plan, n_seg, n_ctx, dtype=torch.float32, device=k.device)
+    n_kb = triton.cdiv(n_keys, block_n)
+    scores = torch.empty(batch, h_plan, n_seg, n_keys, dtype=torch.float32, device=k.device)
     tops = torch.full((batch, h_plan, n_seg, n_kb), float("-inf"), device=k.device)
     grid = (triton.cdiv(n_seg, block_s) * heads_per_kv, n_kb, batch * h_plan // heads_per_kv)
     _score_kernel[grid](
         k, projections, offsets.contiguous(), offsets if squares is None else squares.contiguous(), scores, tops,
-        n_ctx, n_seg, segment, sinks, h_plan, heads_per_kv,
+        n_keys, q_offset, n_seg, segment, sinks, h_plan, heads_per_kv,
         *k.stride()[:3], *projections.stride()[:4], *scores.stride()[:3], *tops.stride()[:3],
         HEAD_DIM=dim, N_PROJ=n_proj, HAS_SQUARES=squares is not None, BLOCK_S=block_s, BLOCK_N=block_n,
         # fp32 inputs (tests, studies) score exactly; fp16 / bf16 products are exact in fp32 anyway.
         DOT_PRECISION="ieee" if k.dtype == torch.float32 else "tf32", num_warps=shape["num_warps"],
     )
     top = tops.amax(-1).contiguous()
-    longest = max((n_seg - 1) * segment - sinks, 1)
+    longest = max(q_offset + (n_seg - 1) * segment - sinks, 1)
     n_ranges = triton.cdiv(longest, key_range)
     counts = torch.zeros(batch, h_plan, n_seg, n_ranges, n_buckets, dtype=torch.int32, device=k.device)
 
     def launch(phase, slot_base):
         _rank_kernel[(batch * h_plan * n_seg, n_ranges)](
-            scores, top, counts, slot_base, key_index, n_seg, segment, sinks, h_plan, n_ranges,
+            scores, top, counts, slot_base, key_index, n_seg, segment, sinks, q_offset, h_plan, n_ranges,
             float(n_buckets / span), *scores.stride()[:3], *key_index.stride()[:2],
             PHASE=phase, N_BUCKETS=n_buckets, RANGE=key_range, num_warps=shape["rank_warps"],
         )

@@ -167,12 +167,15 @@ def score_projections(q: Tensor, k: Tensor, segment: int, *, score: str = DEFAUL
                       rank: int = DEFAULT_RANK, scale: float) -> Projections:
     """The projections of every (batch, plan head, segment) for ``score``.
 
-    q ``(batch, q_heads, seq_len, head_dim)``, k ``(batch, kv_heads, seq_len, head_dim)``; ``scale`` is
-    the softmax scale (scores come out in nats). See the module docstring for the scores.
+    q ``(batch, q_heads, seq_len, head_dim)``, k ``(batch, kv_heads, kv_len, head_dim)``; ``scale`` is
+    the softmax scale (scores come out in nats). kv_len > seq_len: the queries are the last seq_len
+    positions, and the keys a segment sees (its prefix, the cache included) are the keys before it.
+    See the module docstring for the scores.
     """
     check_score(score, rank)
     batch, q_heads, n_ctx, dim = q.shape
     kv_heads = k.shape[1]
+    q_offset = k.shape[2] - n_ctx
     group = q_heads // kv_heads
     if score in ("mean", "head_mean"):
         means = segment_means(q, segment, scale)
@@ -183,7 +186,7 @@ def score_projections(q: Tensor, k: Tensor, segment: int, *, score: str = DEFAUL
     if score == "diag":
         mean, var = segment_moments(q, segment)
         mean, var = mean * scale, var * scale ** 2  # of the scaled queries, per dim
-        centre = prefix_mean_keys(k, segment).repeat_interleave(group, 1)  # (B, Hq, n_seg, D)
+        centre = prefix_mean_keys(k, segment, q_offset).repeat_interleave(group, 1)  # (B, Hq, n_seg, D)
         vectors = (mean - var * centre)[:, :, :, None, :].contiguous()
         return Projections(vectors, torch.zeros(vectors.shape[:-1], device=q.device), mean,
                            (0.5 * var).contiguous())
@@ -191,25 +194,30 @@ def score_projections(q: Tensor, k: Tensor, segment: int, *, score: str = DEFAUL
     mean = rows.sum(3, dtype=torch.float32) / counts.to(torch.float32)[:, None]
     factors = covariance_factors(rows, counts, mean, rank) * scale  # (B, Hq, n_seg, rank, D)
     mean = mean * scale
-    centre = softmax_mean_keys(mean, k, segment)  # (B, Hq, n_seg, D)
+    centre = softmax_mean_keys(mean, k, segment, q_offset)  # (B, Hq, n_seg, D)
     offsets = torch.einsum("bhsrd,bhsd->bhsr", factors, centre)
     return Projections(torch.cat([mean[:, :, :, None, :], factors], dim=3).contiguous(),
                        torch.nn.functional.pad(offsets, (1, 0)).contiguous(), mean)
 
 
-def prefix_mean_keys(k: Tensor, segment: int) -> Tensor:
-    """kbar per (batch, kv head, segment): the plain mean of the segment's prefix keys [0, s * segment)
-    (zero for the first segment, which has none), fp32 ``(B, Hkv, n_seg, D)``, from segment sums."""
-    rows, _ = _segment_rows(k, segment)
+def prefix_mean_keys(k: Tensor, segment: int, q_offset: int = 0) -> Tensor:
+    """kbar per (batch, kv head, segment): the plain mean of the segment's prefix keys
+    [0, q_offset + s * segment) (zero where there are none: the first segment at offset 0), fp32
+    ``(B, Hkv, n_seg, D)``, from segment sums. The segments are those of the queries, which sit at
+    key positions [q_offset, kv_len)."""
+    rows, _ = _segment_rows(k[:, :, q_offset:], segment)
     sums = rows.sum(3, dtype=torch.float32).cumsum(2)
     prefix = torch.nn.functional.pad(sums[:, :, :-1], (0, 0, 1, 0))  # sums of the segments before
-    seen = (torch.arange(sums.shape[2], device=k.device) * segment).clamp(min=1).to(torch.float32)
+    if q_offset:  # and of the keys before the queries (the cache)
+        prefix = prefix + k[:, :, :q_offset].sum(2, dtype=torch.float32)[:, :, None]
+    seen = (q_offset + torch.arange(sums.shape[2], device=k.device) * segment).clamp(min=1).to(torch.float32)
     return prefix / seen[:, None]
 
 
-def softmax_mean_keys(mean: Tensor, k: Tensor, segment: int) -> Tensor:
+def softmax_mean_keys(mean: Tensor, k: Tensor, segment: int, q_offset: int = 0) -> Tensor:
     """b per (batch, q head, segment): the keys [0, segment end) averaged with weights softmax(mu . k),
     mu = the segment's mean scaled query ``mean (B, Hq, n_seg, D)``. fp32 ``(B, Hq, n_seg, D)``.
+    Segment s of queries at offset ``q_offset`` ends at key position q_offset + (s + 1) * segment.
 
     One kv head at a time (the logits of its G heads' segments against every key), in k's dtype on a
     GPU: a weighting needs no more."""
@@ -217,7 +225,7 @@ def softmax_mean_keys(mean: Tensor, k: Tensor, segment: int) -> Tensor:
     kv_heads, n_ctx = k.shape[1], k.shape[2]
     group = q_heads // kv_heads
     work = k.dtype if k.is_cuda else torch.float32
-    seg_end = ((torch.arange(n_seg, device=k.device) + 1) * segment).clamp(max=n_ctx)
+    seg_end = (q_offset + (torch.arange(n_seg, device=k.device) + 1) * segment).clamp(max=n_ctx)
     unseen = torch.arange(n_ctx, device=k.device)[None, :] >= seg_end[:, None]  # (n_seg, N)
     out = torch.empty_like(mean)
     for b in range(batch):
