@@ -12,6 +12,7 @@
 #   bash scripts/gpu_bench_s2o.sh random    # Llama-3.1-8B-shaped random inputs (overhead only)
 #   bash scripts/gpu_bench_s2o.sh targets   # the S2O issue's done-when table: S2O, its variants, the peers at 3% / 8%
 #   bash scripts/gpu_bench_s2o.sh combos    # S2O's default beside the ranking it replaced and longer patience, 128K and 32K
+#   bash scripts/gpu_bench_s2o.sh chunks    # chunked prefill: the last 8K chunk of 32K and of 128K, S2O and PBS beside the dense kernels' cached paths
 #
 # The capture stays on the machine (captures/, ~2.3 GB at 128K); reports go to $OUT. CTX, NAME, REPS,
 # LIMIT_S, TAUS, MARK, SHAPE, DENSITIES, PATIENCE, SCORES and SPEED_CONFIGS override the defaults below.
@@ -28,7 +29,7 @@ stop() { timeout -k 15 -s INT "${LIMIT_S:-560}" "$@"; }
 # per-head tiles of 128 positions at head dim 256: chunk widths, warps, pipeline depth, burst length
 SPEED_CONFIGS=${SPEED_CONFIGS:-"block_m=128,block_n=64,num_warps=8,num_stages=2;block_m=128,block_n=64,num_warps=8,num_stages=3;block_m=128,block_n=128,num_warps=8,num_stages=2;block_m=128,block_n=64,num_warps=8,num_stages=2,stop_burst=8"}
 
-case "${1:?step: tests, speed, capture, s2o, variants, peers, random, targets or combos}" in
+case "${1:?step: tests, speed, capture, s2o, variants, peers, random, targets, combos or chunks}" in
   tests)  # MARK=gpu runs only the GPU-only cases (bf16); by default every kernel test, on the GPU
     stop python3 -m pytest -q -rfE ${MARK:+-m "$MARK"} tests/test_executor.py tests/test_planner.py tests/test_sparse_methods.py \
       tests/test_peers_block.py tests/test_peers_flashprefill.py tests/test_skip_softmax.py tests/test_forecast.py 2>&1 | tail -40 | tee "$OUT/gpu-tests-$CARD.txt" ;;
@@ -81,6 +82,12 @@ case "${1:?step: tests, speed, capture, s2o, variants, peers, random, targets or
       --method-args s2o/p6:patience=6 --sweep s2o/p6:tau=0.001,0.003,0.01 \
       --method-args s2o/p8:patience=8 --sweep s2o/p8:tau=0.001,0.003,0.01 \
       --method-args s2o/head_mean:score=head_mean --sweep s2o/head_mean:tau=0.0003,0.001,0.003 \
+      "${BENCH[@]}" 2>&1 | tail -40 ;;
+  chunks)  # the attention of the last chunk of a chunked prefill (its queries at offset N - chunk), each method at
+    # its tau sweep; the dense baselines through their own kernels with q_len < k_len
+    stop python3 -m s2o_eval bench --workload "$CAPTURE" --ctx ${CTX:-128k,32k} --allow-beyond-window --prefill-chunk "${CHUNK:-8k}" \
+      --name "${NAME:-chunks-$CARD}" --methods fa2,cudnn,fa3,s2o,pbs \
+      --sweep s2o:tau=${TAUS:-0.0003,0.001,0.003,0.01} --sweep pbs:threshold=0.9,0.95,0.99,0.995 \
       "${BENCH[@]}" 2>&1 | tail -40 ;;
   random)
     stop python3 -m s2o_eval bench --workload llama8b-random --ctx 32k,128k --name "${NAME:-random-$CARD}" \

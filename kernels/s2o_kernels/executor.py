@@ -392,8 +392,8 @@ def _register_estimate(rows: int, block_n: int, head_dim: int, num_warps: int) -
 # One warpgroup (4 warps) per 64 rows: Hopper's wgmma is issued per 64-row warpgroup. Bursts of at least
 # 2 chunks: a burst is a pipelined for loop, and one of 1 chunk pipelines nothing.
 # At head dim <= 128 a register cap of TWO_PROGRAMS_MAXNREG lets two 8-warp programs share an SM (65,536
-# registers), where uncapped (~240 registers a thread) one runs alone and nothing hides its gathers'
-# latency; a few registers spill, and it still wins (reports/bench/NOTES.md, "Two programs per SM").
+# registers), where uncapped one runs alone and nothing hides its gathers' latency; a few registers
+# spill, and it still wins (the compiler's counts and the timings: reports/bench/exec-probe-h100/).
 TWO_PROGRAMS_MAXNREG = 128
 _CONFIGS = [
     triton.Config({"BLOCK_M": rows, "BLOCK_N": bn, "STOP_BURST": burst},
