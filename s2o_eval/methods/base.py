@@ -2,8 +2,12 @@
 
 A method is a small dataclass: its fields are its hyper-parameters (typed, with defaults), and it
 knows how to run causal prefill attention on ``q (batch, q_heads, seq_len, head_dim)`` and
-``k, v (batch, kv_heads, seq_len, head_dim)`` (GQA: ``q_heads`` a multiple of ``kv_heads``).
-Methods never see models: the patching layer hands them tensors.
+``k, v (batch, kv_heads, kv_len, head_dim)`` (GQA: ``q_heads`` a multiple of ``kv_heads``). kv_len is
+seq_len for a whole prompt; a chunk of a longer prompt (chunked prefill, or a suffix after a cached
+prefix) has kv_len = P + seq_len: its queries are the last seq_len positions, causal aligned
+bottom-right (query i sees keys [0, P + i]). A method that takes such chunks says so
+(``takes_offset``); the patching layer runs the others' chunks dense. Methods never see models: the
+patching layer hands them tensors.
 """
 
 from __future__ import annotations
@@ -48,6 +52,12 @@ class AttentionStats:
         return self.pv_computed / self.causal if self.causal else None
 
 
+def _executor_takes_offset() -> bool:
+    from s2o_kernels.plan import Plan
+
+    return "q_offset" in {f.name for f in dataclasses.fields(Plan)}
+
+
 @dataclass
 class AttentionMethod(ABC):
     """Base of every method. Subclasses set ``name`` and implement ``prefill`` (and ``unavailable_reason``)."""
@@ -55,6 +65,10 @@ class AttentionMethod(ABC):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     sparse: ClassVar[bool] = False
+    # whether ``prefill`` takes queries at an offset (k, v longer than q: a chunk after a cache). False
+    # by default, so that a method written for whole prompts only is never handed a chunk: its chunks
+    # run dense, and the run says so
+    takes_offset: ClassVar[bool] = False
 
     def unavailable_reason(self) -> str | None:
         """None when the method runs on this machine, else one line: why not and what to do."""
@@ -63,7 +77,8 @@ class AttentionMethod(ABC):
     @abstractmethod
     def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
                 stats: AttentionStats | None = None) -> torch.Tensor:
-        """Causal attention over the whole prompt. Returns ``(batch, q_heads, seq_len, head_dim)``."""
+        """Causal attention of q over k, v (bottom-right where k is longer: ``takes_offset``). Returns
+        ``(batch, q_heads, seq_len, head_dim)``."""
 
     def params(self) -> dict[str, Any]:
         """Hyper-parameters as plain data (recorded in config.json and bench records)."""
@@ -76,6 +91,9 @@ class SparseMethod(AttentionMethod):
     shared index-guided executor on the plan. The bench times the two halves separately."""
 
     sparse: ClassVar[bool] = True
+    # the shared executor takes queries at an offset once its plans carry one (Plan.q_offset, issue #24's
+    # kernel change); every planner then builds such plans, so sparse methods follow the executor
+    takes_offset: ClassVar[bool] = _executor_takes_offset()
     # an oracle that plans from the dense attention it should avoid: its plan time means nothing, so
     # the bench times its plan once instead of reps times (at 128K one plan takes seconds)
     yardstick: ClassVar[bool] = False
