@@ -82,7 +82,10 @@ def run_results_table(outcome: RunOutcome) -> Table:
     (indented under its task). Task names are the short ones of the command line and are never cut:
     80 columns hold the longest. The run directory is the caller's to print, below."""
     config = outcome.summary["config"]
-    table = _table(escape(f"{config['model_name']} · {method_title(config['method_resolved'], config['method_args'])}"),
+    title = f"{config['model_name']} · {method_title(config['method_resolved'], config['method_args'])}"
+    if config.get("prefill_chunk"):
+        title += f" · prefill in chunks of {ctx_label(config['prefill_chunk'])}"
+    table = _table(escape(title),
                    ("task", "ctx", "n", "score", "prefill ms", "p90 ms", "density"), text_columns=1,
                    no_wrap=("task",))
     for row in outcome.summary["results"]:
