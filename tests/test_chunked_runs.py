@@ -173,3 +173,70 @@ def test_a_chunked_run_resumes_and_another_chunk_size_is_another_run(tiny_model,
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
     refused = _run(tiny_model, path, "--method", "sdpa", "--prefill-chunk", "256")
     assert refused.exit_code == 4 and "prefill_chunk: 512 there, 256 asked" in refused.output
+
+
+# -- compare ------------------------------------------------------------------------------------
+
+VT, K4 = "s2o_ruler_vt", 4096
+
+
+def _write(root, name, samples, **config):
+    run = RunDir(root / name)
+    run.write_config({"model": "gemma-3-270m", "method": "s2o", "method_resolved": "s2o",
+                      "method_args": {"tau": 0.0003}, "tasks": [VT], "ctx": [K4], **config})
+    for sample in samples:
+        run.append_sample({"task": VT, "ctx": K4, **sample})
+    run.write_summary()
+    return run
+
+
+def _chunked_and_whole(tmp_path):
+    """The same two prompts (4000 and 3100 tokens), whole and in chunks of 1K."""
+    whole = _write(tmp_path, "whole", [
+        {"index": 0, "prompt_sha": "a", "prompt_tokens": 4000, "score": 100.0, "prefill_ms": 40.0, "density": 0.4},
+        {"index": 1, "prompt_sha": "b", "prompt_tokens": 3100, "score": 0.0, "prefill_ms": 30.0, "density": 0.5}])
+    chunked = _write(tmp_path, "chunked", [
+        {"index": 0, "prompt_sha": "a", "prompt_tokens": 4000, "score": 100.0, "prefill_ms": 50.0, "density": 0.6,
+         "prefill_chunk_ms": [5.0, 10.0, 15.0, 20.0], "chunk_density": [1.0, 0.7, 0.6, 0.5]},
+        {"index": 1, "prompt_sha": "b", "prompt_tokens": 3100, "score": 100.0, "prefill_ms": 33.0, "density": 0.7,
+         "prefill_chunk_ms": [7.0, 12.0, 14.0, 0.5], "chunk_density": [1.0, 0.8, 0.7, None]}],
+        prefill_chunk=1024, later_chunks="method")
+    return whole, chunked
+
+
+def test_chunk_rows_give_each_chunks_time_density_and_offset(tmp_path):
+    from s2o_eval.reporting import tables
+    from s2o_eval.reporting.runs import load_runs
+
+    whole, chunked = _chunked_and_whole(tmp_path)
+    runs = load_runs([str(whole.path), str(chunked.path)], tmp_path)
+    assert [r.label for r in runs] == ["s2o", "s2o-chunk1k"]
+    rows = tables.chunk_rows({r.label: r.samples for r in runs}, {r.label: r.prefill_chunk for r in runs})
+    whole = [r for r in rows if r["label"] == "s2o"]
+    assert whole == [{"ctx": K4, "label": "s2o", "chunk": None, "offset": 0, "n": 2, "queries": 3550.0,
+                      "ms": 35.0, "density": 0.45}]
+    chunked = {r["chunk"]: r for r in rows if r["label"] == "s2o-chunk1k"}
+    assert sorted(chunked) == [1, 2, 3, 4]
+    assert [chunked[i]["offset"] for i in (1, 2, 3, 4)] == [0, 1024, 2048, 3072]
+    assert [chunked[i]["ms"] for i in (1, 2, 3, 4)] == [6.0, 11.0, 14.5, 10.25]
+    assert chunked[2]["density"] == pytest.approx(0.75)
+    assert chunked[4]["density"] == 0.5  # the one-token last chunk was a decode step: no density
+    assert chunked[4]["queries"] == pytest.approx((928 + 28) / 2)
+    assert tables.chunk_rows({"s2o": runs[0].samples}, {"s2o": None}) == []  # nothing chunked: no table
+
+
+def test_compare_shows_a_chunked_run_beside_the_whole_one(tmp_path):
+    _chunked_and_whole(tmp_path)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "whole"), str(tmp_path / "chunked"),
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Prefill per chunk" in result.output
+    report = (out / "report.md").read_text()
+    chunks = report[report.index("## Prefill in chunks"):report.index("## Density")]
+    assert "| 4K | s2o | whole | 0 | 3550 | 2 | 35.0 | 0.450 |" in chunks
+    assert "| 4K | s2o-chunk1k | 2 | 1024 | 1024 | 2 | 11.0 | 0.750 |" in chunks
+    assert "| 4K | s2o-chunk1k | 4 | 3072 | 478 | 2 | 10.2 | 0.500 |" in chunks
+    assert "| s2o-chunk1k | 100.0 (+50.0) | 100.0 (+50.0) |" in report  # scores side by side, as for any two runs
+    assert "**config.prefill_chunk**" in report and "**config.later_chunks**" in report
+    assert (out / "s2o-chunk1k.summary.json").exists()

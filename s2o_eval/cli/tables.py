@@ -130,6 +130,16 @@ def prefill_table(content: ReportContent) -> Table:
     return _fit(table)
 
 
+def chunk_table(content: ReportContent) -> Table:
+    """Time and density per prefill chunk (``tables.chunk_rows``); a whole-prompt run's one row."""
+    table = _table("Prefill per chunk", ("length", "run", "chunk", "queries at", "n", "mean ms", "density"),
+                   text_columns=2)
+    for row in content.chunks:
+        table.add_row(ctx_label(row["ctx"]), row["label"], "whole" if row["chunk"] is None else str(row["chunk"]),
+                      str(row["offset"]), str(row["n"]), fmt_ms(row["ms"]), fmt_num(row["density"], ".3f"))
+    return _fit(table)
+
+
 def verdict_table(verdict: Verdict, only_regressions: bool) -> Table:
     """The suite averages and cells (or only the regressions): baseline, now, delta, p."""
     title = "Regressions against the baseline" if only_regressions else "Run against the baseline"
