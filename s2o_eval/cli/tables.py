@@ -168,7 +168,9 @@ def bench_tables(records: list[dict[str, Any]]) -> list[Table]:
         groups.setdefault((record["workload"], record["ctx"]), []).append(record)
     tables = []
     for (workload, ctx), members in groups.items():
-        table = _table(f"{workload} · {ctx_label(ctx)} tokens · {members[0]['device']}",
+        offset = members[0].get("q_offset") or 0
+        chunk = f" · last {ctx_label(ctx - offset)} chunk" if offset else ""
+        table = _table(f"{workload} · {ctx_label(ctx)} tokens{chunk} · {members[0]['device']}",
                        ("method", "args", "plan ms", "exec ms", "total ms", "density", "rel L2",
                         *(f"vs {b}" for b in BASELINES), "eff."), text_columns=2, no_wrap=("method",))
         for r in filter(measured, members):
