@@ -34,9 +34,9 @@ def _group_table(members: list[dict[str, Any]], plots: dict[str, str] | None = N
         lines.append("Beyond the captured model's context window (--allow-beyond-window).")
     if first.get("q_offset"):
         offset = first["q_offset"]
-        lines.append(f"The last chunk of a chunked prefill (--prefill-chunk {ctx_label(first['prefill_chunk'])}): "
-                     f"queries {offset} to {shape['N'] - 1} (Nq = {shape['N'] - offset} < N) against all {shape['N']} "
-                     "keys, causal bottom-right; times, density and error are that chunk's.")
+        lines.append(f"The last chunk of a chunked prefill (--prefill-chunk): queries {offset} to {shape['N'] - 1} "
+                     f"(Nq = {shape['N'] - offset} < N) against all {shape['N']} keys, causal bottom-right; times, "
+                     "density and error are that chunk's.")
     efficiency_vs = next((r["efficiency_vs"] for r in members if r.get("efficiency_vs")), None)
     # A P.V column only where some method drops scores it computed (skip-softmax): QK density alone
     # would hide what it saves, P.V density alone what it costs.

@@ -146,6 +146,11 @@ def density_by_ctx(runs: Runs) -> list[dict[str, Any]]:
     return rows
 
 
+def _item(values: list | None, index: int) -> Any:
+    """``values[index]``, None where the list is missing or shorter (a hand-edited sample)."""
+    return values[index] if values and index < len(values) else None
+
+
 def chunk_rows(runs: Runs, chunk_sizes: Mapping[str, int | None]) -> list[dict[str, Any]]:
     """Prefill time and density per chunk, when some run prefilled in chunks (``--prefill-chunk``): for
     each length and run, one row per chunk index (``chunk`` 1, 2, ...; its queries sit at ``offset`` =
@@ -173,8 +178,7 @@ def chunk_rows(runs: Runs, chunk_sizes: Mapping[str, int | None]) -> list[dict[s
                 rows.append({"ctx": ctx, "label": label, "chunk": index + 1, "offset": offset, "n": len(having),
                              "queries": mean_or_none(min(size, (s.get("prompt_tokens") or 0) - offset) for s in having),
                              "ms": mean_or_none(s["prefill_chunk_ms"][index] for s in having),
-                             "density": mean_or_none((s.get("chunk_density") or [None] * (index + 1))[index]
-                                                     for s in having)})
+                             "density": mean_or_none(_item(s.get("chunk_density"), index) for s in having)})
     return rows
 
 

@@ -56,7 +56,8 @@ SAMPLE_SHAPE = {"task": str, "ctx": int, "index": int, "score": float, "prompt_t
                 "group?": AnyOf((None, str, [str]))}
 # A config.json that lacks these is damaged (cut down to {} or another object), not another run's
 CONFIG_SHAPE = {"model": object, "method": str, "method_resolved?": AnyOf((None, str)), "method_args?": dict,
-                "tasks?": [str], "ctx?": [int], "rope_scaling?": AnyOf((None, {"factor": float}))}
+                "tasks?": [str], "ctx?": [int], "rope_scaling?": AnyOf((None, {"factor": float})),
+                "prefill_chunk?": AnyOf((None, int)), "later_chunks?": AnyOf((None, str))}
 SUMMARY_SHAPE = {"config": CONFIG_SHAPE, "results": [dict]}
 SESSION_SHAPE = {"processes": int, "evaluated": int, "load_s": float, "eval_s": float,
                  "build_s?": _NUMBER_OR_NULL, "warmup_s?": _NUMBER_OR_NULL}
