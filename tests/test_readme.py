@@ -30,9 +30,9 @@ def section(title: str, level: str = "##") -> str:
     return text[body:end.start() if end else None]
 
 
-def python_blocks(title: str) -> list[str]:
-    """The ```python blocks of the README section ``title``, in order."""
-    return re.findall(r"```python\n(.*?)```", section(title), re.S)
+def python_blocks(title: str, level: str = "##") -> list[str]:
+    """The ```python blocks of the README section ``title`` (a heading of ``level``), in order."""
+    return re.findall(r"```python\n(.*?)```", section(title, level), re.S)
 
 
 def swapped(code: str, swaps: dict[str, str]) -> str:
@@ -56,6 +56,24 @@ def test_transformers_example(tiny_model):
     assert model.config._attn_implementation == "s2o"
     assert recorder.method_calls == model.config.num_hidden_layers  # the prompt's prefill went to S2O
     assert 0 < recorder.stats.density <= 1
+
+
+def test_cached_prefix_example(tiny_model):
+    """The chunked-prefill section's transformers code, after the first example's model: the prefix's
+    prefill and then the new tokens' (at the prefix's offset) reach the method, once per layer each."""
+    with_transformers, _ = python_blocks("In your own code")
+    (cached_prefix,) = python_blocks("Chunked prefill and cached prefixes", "###")
+    namespace = run(swapped(with_transformers, {'"meta-llama/Llama-3.1-8B-Instruct"': repr(str(tiny_model))}),
+                    "with_transformers")
+    model, recorder = namespace["model"], namespace["recorders"]["s2o"]
+    recorder.reset()
+    exec(compile(swapped(cached_prefix, {"max_new_tokens=32": "max_new_tokens=2"}), "README.md (cached prefix)",
+                 "exec"), namespace)
+    layers = model.config.num_hidden_layers
+    assert namespace["out"].shape[1] == namespace["ids"].shape[1] + 2
+    # a method without offsets runs the suffix dense, counted apart (S2O's offsets come with the executor's)
+    assert recorder.method_calls + recorder.offset_fallback_calls == 2 * layers
+    assert recorder.method_calls >= layers
 
 
 def test_operator_example():

@@ -26,11 +26,17 @@ def _groups(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
 def _group_table(members: list[dict[str, Any]], plots: dict[str, str] | None = None) -> list[str]:
     first = members[0]
     shape = first["shape"]
-    lines = [f"## {first['workload']} · {ctx_label(first['ctx'])} tokens", "",
+    chunk = f" · last {ctx_label(first['ctx'] - first['q_offset'])} chunk" if first.get("q_offset") else ""
+    lines = [f"## {first['workload']} · {ctx_label(first['ctx'])} tokens{chunk}", "",
              f"Shape: B={shape['B']}, Hq={shape['Hq']}, Hkv={shape['Hkv']}, N={shape['N']}, D={shape['D']}, "
              f"{shape['dtype']}. {first['workload_note'][0].upper() + first['workload_note'][1:]}."]
     if first.get("beyond_window"):
         lines.append("Beyond the captured model's context window (--allow-beyond-window).")
+    if first.get("q_offset"):
+        offset = first["q_offset"]
+        lines.append(f"The last chunk of a chunked prefill (--prefill-chunk): queries {offset} to {shape['N'] - 1} "
+                     f"(Nq = {shape['N'] - offset} < N) against all {shape['N']} keys, causal bottom-right; times, "
+                     "density and error are that chunk's.")
     efficiency_vs = next((r["efficiency_vs"] for r in members if r.get("efficiency_vs")), None)
     # A P.V column only where some method drops scores it computed (skip-softmax): QK density alone
     # would hide what it saves, P.V density alone what it costs.

@@ -6,6 +6,8 @@ A record holds (the bench record contract, plus what the report needs)::
     name, workload, workload_kind ("capture" | "random"), workload_note, source, beyond_window,
     method (its label: ``s2o``, or a variant such as ``s2o/head``), dense (bool), args (as given: method args + sweep point), params (all, typed), sweep ({param: value} | None),
     ctx, shape {B, Hq, Hkv, N, D, dtype}, device, versions {torch, triton, transformers, fa3},
+    prefill_chunk (C of ``--prefill-chunk``, else None), q_offset (P = N - min(C, N): the method ran the
+    queries from P on against all N keys, and every number below is that chunk's; 0 for a whole prompt),
     reps, warmup, ms_plan, ms_execute, ms_total, plan_share, density, pv_density, density_per_head,
     rel_l2, mse, efficiency, efficiency_vs, speedup {fa2, cudnn, fa3}, skipped (None | reason), note
 
@@ -135,6 +137,7 @@ RECORD_SHAPE = {
     "pv_density?": _NUMBER, "rel_l2": _NUMBER, "mse": _NUMBER, "efficiency?": _NUMBER,
     "efficiency_vs?": AnyOf((None, str)), "speedup": {str: float}, "sweep?": AnyOf((None, dict)),
     "args?": AnyOf((None, dict)), "versions?": AnyOf((None, {str: AnyOf((None, str))})),
+    "prefill_chunk?": AnyOf((None, int)), "q_offset?": int,
 }
 
 

@@ -4,6 +4,11 @@ For each workload x ctx the exact fp32 reference is computed once; then each met
 untimed (its output scored against the reference, its density read from its stats), and is timed:
 sparse methods as plan, execute (on a fixed plan) and plan + execute (oracles: plan once, total =
 plan + execute); dense methods as one call.
+
+With ``prefill_chunk`` C (``--prefill-chunk``) each method runs the last chunk of a chunked prefill
+instead: the last C queries (at offset N - C) against all N keys, causal bottom-right, as a serving
+engine's last chunk attends to the KV cache of the earlier ones; error, density and time are that
+chunk's. A method that takes no queries at an offset is skipped, saying so.
 Records are rewritten to JSON after every measurement, so an interrupted bench keeps what finished.
 """
 
@@ -59,6 +64,7 @@ class BenchRequest:
     allow_beyond_window: bool = False
     name: str | None = None
     out_dir: Path = Path("reports/bench")
+    prefill_chunk: int | None = None  # time the last chunk of this many queries (None: the whole prompt)
 
 
 @dataclass
@@ -98,9 +104,10 @@ def parse_scoped_method_args(texts: list[str] | None) -> dict[str, dict[str, str
     return args
 
 
-def default_name(workloads: list[str], ctx: list[int] | None) -> str:
+def default_name(workloads: list[str], ctx: list[int] | None, prefill_chunk: int | None = None) -> str:
     parts = [w if is_random(w) else Path(w).stem for w in workloads]
     parts += [ctx_label(n).lower() for n in ctx or []]
+    parts += [f"chunk{ctx_label(prefill_chunk).lower()}"] if prefill_chunk else []
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-") or "bench"
 
 
@@ -149,9 +156,12 @@ def _lengths(request: BenchRequest, workload: str) -> list[int | None]:
 
 
 def measure(method: AttentionMethod, workload: Workload, reference: torch.Tensor, *, reps: int,
-            warmup: int) -> dict[str, Any]:
-    """Times, density and error of one configured method on one workload."""
+            warmup: int, q_offset: int = 0) -> dict[str, Any]:
+    """Times, density and error of one configured method on one workload; with ``q_offset`` P, of its
+    queries from P on against all keys (a chunk after P cached ones; ``reference`` holds those rows)."""
     q, k, v, scale = workload.q, workload.k, workload.v, workload.scale
+    if q_offset:  # one contiguous copy, as a serving engine's chunk of queries is (not timed)
+        q = q[:, :, q_offset:].contiguous()
     device = q.device
     stats = AttentionStats()
     if isinstance(method, SparseMethod):
@@ -194,7 +204,8 @@ def _resolve_device(device: str | None) -> str:
 
 def _run_point(point: _Point, base: dict[str, Any], workload: Workload, reference: torch.Tensor,
                request: BenchRequest, device: str) -> dict[str, Any]:
-    """The record of one configured method on one workload: measured, or skipped with the reason."""
+    """The record of one configured method on one workload (its chunk at ``base["q_offset"]``):
+    measured, or skipped with the reason."""
     method = point.method
     record = {**base, "method": point.label, "dense": not method.sparse, "args": point.args,
               "params": method.params(), "sweep": point.sweep, "skipped": None,
@@ -205,9 +216,12 @@ def _run_point(point: _Point, base: dict[str, Any], workload: Workload, referenc
     reason = method.unavailable_reason()
     if reason is None and method.name in CUDA_ONLY and not device.startswith("cuda"):
         reason = f"runs on CUDA only, the bench runs on {device}: pass --device cuda"
+    if reason is None and base["q_offset"] and not method.takes_offset:
+        reason = "takes no queries at an offset (a chunk after cached keys) in this build: bench it without --prefill-chunk"
     if reason is None:
         try:
-            record.update(measure(method, workload, reference, reps=request.reps, warmup=request.warmup))
+            record.update(measure(method, workload, reference, reps=request.reps, warmup=request.warmup,
+                                  q_offset=base["q_offset"]))
         except torch.cuda.OutOfMemoryError:
             reason = f"out of {device} memory at N={workload.shape['N']}"
             torch.cuda.empty_cache()
@@ -231,7 +245,7 @@ def run_bench(request: BenchRequest, *, progress: bool = True, console: Console 
     lengths = {w: _lengths(request, w) for w in request.workloads}
     device = _resolve_device(request.device)
     dtype = resolve_dtype(request.dtype, device)
-    name = request.name or default_name(request.workloads, request.ctx)
+    name = request.name or default_name(request.workloads, request.ctx, request.prefill_chunk)
     json_path = Path(request.out_dir) / f"{name}.json"
     markdown_path = Path(request.out_dir) / f"{name}.md"
     env = collect_env()
@@ -252,10 +266,14 @@ def run_bench(request: BenchRequest, *, progress: bool = True, console: Console 
                                              allow_beyond_window=request.allow_beyond_window)
                     bar.update(task, description=f"{workload.name} N={workload.shape['N']}: fp32 reference")
                     reference = exact_reference(workload.q, workload.k, workload.v, workload.scale)
+                    n_ctx = workload.shape["N"]
+                    # the last chunk: a prompt no longer than a chunk is prefilled whole (offset 0)
+                    q_offset = n_ctx - min(request.prefill_chunk or n_ctx, n_ctx)
+                    if q_offset:  # query i of the chunk is query q_offset + i of the prompt: the same row
+                        reference = reference[:, :, q_offset:].contiguous()
                 except torch.cuda.OutOfMemoryError:
                     raise UserError(f"{spec} at {tokens or 'full'} tokens does not fit in {device} memory with its "
                                     f"fp32 reference: bench a shorter --ctx (finished records are in {json_path})") from None
-                n_ctx = workload.shape["N"]
                 bar.advance(task)
                 group: list[dict[str, Any]] = []
                 told: set[tuple[str, str]] = set()
@@ -263,7 +281,7 @@ def run_bench(request: BenchRequest, *, progress: bool = True, console: Console 
                         "workload_kind": workload.kind, "workload_note": workload.note, "source": workload.source,
                         "beyond_window": workload.beyond_window, "ctx": n_ctx, "shape": workload.shape,
                         "device": device_label, "versions": versions, "reps": request.reps,
-                        "warmup": request.warmup}
+                        "warmup": request.warmup, "prefill_chunk": request.prefill_chunk, "q_offset": q_offset}
                 for point in points:
                     bar.update(task, description=f"{workload.name} N={n_ctx}: {point.label} {point.args or ''}")
                     record = _run_point(point, base, workload, reference, request, device)

@@ -14,6 +14,7 @@ from ..bench.records import measured
 from ..bench.runner import BenchRequest, parse_scoped_method_args, parse_sweeps, run_bench
 from ..errors import NothingEvaluated
 from ..outputs import check_output
+from ..run.chunked import parse_prefill_chunk
 from ..run.suites import SHORTEST_OPERATOR_CTX, parse_ctx
 from .options import METHOD_NAMES, OUT_NAMES, DeviceOpt
 from .tables import bench_tables
@@ -29,6 +30,7 @@ COMMAND_KWARGS = {
               "  s2o-eval bench --workload captures/gemma-3-270m-128k.pt --ctx 128k --allow-beyond-window "
               "--methods fa3,s2o,s2o/gauss --method-args s2o/gauss:score=gauss,rank=8 --sweep s2o:tau=0.003,0.001 "
               "--sweep s2o/gauss:tau=0.003,0.001\n\n"
+              "  s2o-eval bench --workload llama8b-random --ctx 32k,128k --methods fa2,fa3,s2o --prefill-chunk 8k\n\n"
               "  s2o-eval bench --render reports/bench/gemma-h100.json --out /tmp/report",
 }
 
@@ -57,6 +59,7 @@ def command(
     dtype: Annotated[str, typer.Option(help="dtype of random workloads: bf16 or fp16 (captures keep theirs)")] = "bf16",
     seed: Annotated[int, typer.Option(help="seed of random workloads")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    prefill_chunk: Annotated[Optional[str], typer.Option("--prefill-chunk", help="time the last chunk of a chunked prefill instead of the whole prompt: its queries (e.g. the last 8k) against all --ctx keys, causal bottom-right; 0 or absent: the whole prompt")] = None,
     render: Annotated[Optional[Path], typer.Option("--render", help="rebuild the markdown and plots of a stored bench JSON into --out; runs nothing")] = None,
 ) -> None:
     check_output(out_dir, "--out")
@@ -72,6 +75,7 @@ def command(
         method_args=parse_scoped_method_args(method_args),
         reps=reps, warmup=warmup, device=device, dtype=dtype, seed=seed,
         allow_beyond_window=allow_beyond_window, name=name, out_dir=out_dir,
+        prefill_chunk=parse_prefill_chunk(prefill_chunk),
     )
     outcome = run_bench(request, progress=not quiet)
     print_records(outcome.records)

@@ -13,14 +13,15 @@ from ..errors import UserError
 from ..outputs import check_output
 from ..reporting import load_runs, write_report
 from .options import ReportNameOpt, ReportOutOpt, RunsDirOpt
-from .tables import prefill_table, suite_averages_table
+from .tables import chunk_table, prefill_table, suite_averages_table
 
 COMMAND_KWARGS = {
     "help": "Compare stored runs (the first is the baseline): scores, deltas, prefill speedup, density, plots.",
     "epilog": "Examples:\n\n"
               "  s2o-eval compare dense s2o\n\n"
               "  s2o-eval compare runs/gemma-fa3-1a2b3c runs/gemma-s2o-4d5e6f --name s2o-tau0.01\n\n"
-              "  s2o-eval compare fa3 s2o flexprefill --out reports/peers-16k",
+              "  s2o-eval compare fa3 s2o flexprefill --out reports/peers-16k\n\n"
+              "  s2o-eval compare runs/gemma-s2o-1a2b3c runs/gemma-s2o-7e8f9a   # whole vs --prefill-chunk 8k",
 }
 
 
@@ -46,4 +47,6 @@ def command(
     console.print(suite_averages_table(content))
     if content.prefill:
         console.print(prefill_table(content))
+    if content.chunks:
+        console.print(chunk_table(content))
     console.print(f"Report: {report}", highlight=False, markup=False, soft_wrap=True)

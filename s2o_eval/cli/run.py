@@ -12,6 +12,7 @@ from ..errors import NothingEvaluated, UserError
 from ..methods import parse_method_args, parse_sweep
 from ..models import DEFAULT_MODEL, parse_rope_scaling
 from ..run import distributed
+from ..run.chunked import parse_prefill_chunk
 from ..run.evaluate import run_evaluation
 from ..run.request import RunRequest, configured_methods
 from ..run.suites import load_named_suite, parse_ctx, parse_tasks
@@ -29,6 +30,7 @@ COMMAND_KWARGS = {
               "  s2o-eval run --task ruler --ctx 16k --method s2o --sweep tau=0.01,0.003,0.001\n\n"
               "  s2o-eval run --task ruler --ctx 4k,32k --method fa2,fa3,s2o --limit 10\n\n"
               "  s2o-eval run --task ruler --ctx 32k --method s2o --gpus 8\n\n"
+              "  s2o-eval run --task ruler --ctx 32k --method s2o --prefill-chunk 8k\n\n"
               "  s2o-eval run --task ruler --ctx 64k --method fa2 --rope-scaling linear:2 --allow-beyond-window",
 }
 
@@ -69,6 +71,7 @@ def command(
     device: DeviceOpt = None,
     dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32")] = "auto",
     decode: Annotated[str, typer.Option("--decode", help="auto (compiled static-cache decode on a GPU) | static | dynamic; decoding is dense for every method")] = "auto",
+    prefill_chunk: Annotated[Optional[str], typer.Option("--prefill-chunk", help="prefill every prompt in chunks of this many tokens, e.g. 8k, each after the KV cache of the ones before (as vLLM and SGLang do); 0 or absent: the whole prompt at once")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     gpus: Annotated[Optional[int], typer.Option("--gpus", help="one process per GPU, samples shared between them (with --device cpu: CPU processes)")] = None,
 ) -> None:
@@ -87,7 +90,8 @@ def command(
                          method_args=parse_method_args(method_args), limit=limit, seed=seed,
                          chat_template=chat_template, data_dir=data_dir, out=out, runs_dir=runs_dir,
                          allow_beyond_window=allow_beyond_window, device=device, dtype=dtype, suite=suite,
-                         decode=decode, rope_scaling=parse_rope_scaling(rope_scaling))
+                         decode=decode, rope_scaling=parse_rope_scaling(rope_scaling),
+                         prefill_chunk=parse_prefill_chunk(prefill_chunk))
     if limit is not None and limit < 1:
         raise UserError("--limit must be at least 1")
     sweeps = sweep_points(sweep)

@@ -82,7 +82,10 @@ def run_results_table(outcome: RunOutcome) -> Table:
     (indented under its task). Task names are the short ones of the command line and are never cut:
     80 columns hold the longest. The run directory is the caller's to print, below."""
     config = outcome.summary["config"]
-    table = _table(escape(f"{config['model_name']} · {method_title(config['method_resolved'], config['method_args'])}"),
+    title = f"{config['model_name']} · {method_title(config['method_resolved'], config['method_args'])}"
+    if config.get("prefill_chunk"):
+        title += f" · prefill in chunks of {ctx_label(config['prefill_chunk'])}"
+    table = _table(escape(title),
                    ("task", "ctx", "n", "score", "prefill ms", "p90 ms", "density"), text_columns=1,
                    no_wrap=("task",))
     for row in outcome.summary["results"]:
@@ -127,6 +130,16 @@ def prefill_table(content: ReportContent) -> Table:
     return _fit(table)
 
 
+def chunk_table(content: ReportContent) -> Table:
+    """Time and density per prefill chunk (``tables.chunk_rows``); a whole-prompt run's one row."""
+    table = _table("Prefill per chunk", ("length", "run", "chunk", "queries at", "n", "mean ms", "density"),
+                   text_columns=2)
+    for row in content.chunks:
+        table.add_row(ctx_label(row["ctx"]), row["label"], "whole" if row["chunk"] is None else str(row["chunk"]),
+                      str(row["offset"]), str(row["n"]), fmt_ms(row["ms"]), fmt_num(row["density"], ".3f"))
+    return _fit(table)
+
+
 def verdict_table(verdict: Verdict, only_regressions: bool) -> Table:
     """The suite averages and cells (or only the regressions): baseline, now, delta, p."""
     title = "Regressions against the baseline" if only_regressions else "Run against the baseline"
@@ -155,7 +168,9 @@ def bench_tables(records: list[dict[str, Any]]) -> list[Table]:
         groups.setdefault((record["workload"], record["ctx"]), []).append(record)
     tables = []
     for (workload, ctx), members in groups.items():
-        table = _table(f"{workload} · {ctx_label(ctx)} tokens · {members[0]['device']}",
+        offset = members[0].get("q_offset") or 0
+        chunk = f" · last {ctx_label(ctx - offset)} chunk" if offset else ""
+        table = _table(f"{workload} · {ctx_label(ctx)} tokens{chunk} · {members[0]['device']}",
                        ("method", "args", "plan ms", "exec ms", "total ms", "density", "rel L2",
                         *(f"vs {b}" for b in BASELINES), "eff."), text_columns=2, no_wrap=("method",))
         for r in filter(measured, members):

@@ -9,7 +9,8 @@
 Each method is registered under ``s2o_eval_<name>`` and, where transformers neither owns the name nor
 reads a meaning into it, under its bare name too: ``s2o``, ``pbs``, ``fa2``, ... but not ``sdpa`` or
 ``eager``, which stay transformers' own (ours are ``s2o_eval_sdpa``, ``s2o_eval_eager``). The functions
-are the harness's (``patching``): prefill of full-causal layers goes to the method; decode steps,
+are the harness's (``patching``): prefill of full-causal layers goes to the method, a chunk after a
+cached prefix too (its queries at an offset: ``generate`` with ``past_key_values``); decode steps,
 sliding-window and soft-capped layers stay dense. A registration is global: the last ``register`` of a
 name is what every model selecting that name runs.
 """
@@ -54,7 +55,8 @@ def register(method: str | None = None, /, **params) -> dict[str, PrefillRecorde
     cannot run here.
 
     Returns ``{method: recorder}``: each recorder counts the calls that reached the method
-    (``method_calls``, once per layer and prompt), those that stayed dense (``fallback_calls``) and, for
+    (``method_calls``, once per layer and prompt or chunk), those that stayed dense (``fallback_calls``;
+    ``offset_fallback_calls`` of them are chunks a method without offsets could not take) and, for
     sparse methods, ``stats.density``; ``recorder.reset()`` starts it again.
     """
     if method is None and params:

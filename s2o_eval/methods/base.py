@@ -4,9 +4,10 @@ A method is a small dataclass: its fields are its hyper-parameters (typed, with 
 knows how to run causal prefill attention on ``q (batch, q_heads, seq_len, head_dim)`` and
 ``k, v (batch, kv_heads, kv_len, head_dim)`` (GQA: ``q_heads`` a multiple of ``kv_heads``). kv_len is
 seq_len for a whole prompt; a chunk of a longer prompt (chunked prefill, or a suffix after a cached
-prefix) has kv_len > seq_len: its queries are the last seq_len positions, causal aligned bottom-right
-(query i sees keys [0, kv_len - seq_len + i]). Methods never see models: the patching layer hands
-them tensors.
+prefix) has kv_len = P + seq_len: its queries are the last seq_len positions, causal aligned
+bottom-right (query i sees keys [0, P + i]). A method that takes such chunks says so
+(``takes_offset``); the patching layer runs the others' chunks dense. Methods never see models: the
+patching layer hands them tensors.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ class AttentionMethod(ABC):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     sparse: ClassVar[bool] = False
+    # whether ``prefill`` takes queries at an offset (k, v longer than q: a chunk after a cache). False
+    # by default, so that a method written for whole prompts only is never handed a chunk: its chunks
+    # run dense, and the run says so
+    takes_offset: ClassVar[bool] = False
 
     def unavailable_reason(self) -> str | None:
         """None when the method runs on this machine, else one line: why not and what to do."""
@@ -66,7 +71,8 @@ class AttentionMethod(ABC):
     @abstractmethod
     def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
                 stats: AttentionStats | None = None) -> torch.Tensor:
-        """Causal attention over the whole prompt. Returns ``(batch, q_heads, seq_len, head_dim)``."""
+        """Causal attention of q over k, v (bottom-right where k is longer: ``takes_offset``). Returns
+        ``(batch, q_heads, seq_len, head_dim)``."""
 
     def params(self) -> dict[str, Any]:
         """Hyper-parameters as plain data (recorded in config.json and bench records)."""
@@ -79,6 +85,8 @@ class SparseMethod(AttentionMethod):
     shared index-guided executor on the plan. The bench times the two halves separately."""
 
     sparse: ClassVar[bool] = True
+    # the shared executor and every planner take queries at an offset (Plan.q_offset)
+    takes_offset: ClassVar[bool] = True
     # an oracle that plans from the dense attention it should avoid: its plan time means nothing, so
     # the bench times its plan once instead of reps times (at 128K one plan takes seconds)
     yardstick: ClassVar[bool] = False

@@ -1,8 +1,8 @@
 """Dense causal attention baselines: FlashAttention-2 / cuDNN through SDPA, FlashAttention-3, eager.
 
-Every sparse number is quoted against these, measured in the same run on the same inputs. k, v may
-hold more positions than q (queries at an offset: a chunk after the KV cache); causal is then aligned
-bottom-right, as in FlashAttention (query i sees keys [0, kv_len - q_len + i]).
+Every sparse number is quoted against these, measured in the same run on the same inputs. Each takes
+queries at an offset (k, v longer than q: a chunk after the KV cache), causal aligned bottom-right as
+in FlashAttention: ``s2o_kernels.dense`` and ``Eager``'s ``tril(m - n)`` both do.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ class SDPA(AttentionMethod):
 
     name = "sdpa"
     summary = "torch scaled_dot_product_attention, backend chosen by torch (CPU too)"
+    takes_offset = True
 
     def prefill(self, q, k, v, *, scale, stats: AttentionStats | None = None):
         return sdpa_causal(q, k, v, scale)
@@ -34,6 +35,7 @@ class Eager(AttentionMethod):
 
     name = "eager"
     summary = "matmul + softmax in fp32 (reference; any device)"
+    takes_offset = True
 
     def prefill(self, q, k, v, *, scale, stats: AttentionStats | None = None):
         group = q.shape[1] // k.shape[1]
@@ -52,6 +54,7 @@ class FA2(AttentionMethod):
 
     name = "fa2"
     summary = "FlashAttention-2 (torch SDPA flash backend)"
+    takes_offset = True
 
     def unavailable_reason(self):
         return cuda_unavailable_reason()
@@ -66,6 +69,7 @@ class CuDNN(AttentionMethod):
 
     name = "cudnn"
     summary = "cuDNN fused attention (torch SDPA cuDNN backend)"
+    takes_offset = True
 
     def unavailable_reason(self):
         return cuda_unavailable_reason()
@@ -80,6 +84,7 @@ class FA3(AttentionMethod):
 
     name = "fa3"
     summary = "FlashAttention-3 forward, Hopper only (pip package fa3-fwd)"
+    takes_offset = True
 
     def unavailable_reason(self):
         return fa3_unavailable_reason()

@@ -42,6 +42,7 @@ def compute(runs: list[LoadedRun], title: str) -> ReportContent:
         averages=tables.suite_averages(by_label),
         prefill=tables.prefill_by_ctx(by_label),
         density=tables.density_by_ctx(by_label),
+        chunks=tables.chunk_rows(by_label, {r.label: r.prefill_chunk for r in restricted}),
         groups={label: tables.group_results(samples) for label, samples in by_label.items()},
         environment=tables.environment_rows({r.label: r.config for r in restricted},
                                             {r.label: r.env for r in restricted}),

@@ -24,6 +24,7 @@ class ReportContent:
     density: list[dict[str, Any]]              # tables.density_by_ctx
     groups: dict[str, dict]                    # label -> tables.group_results
     environment: list[dict[str, Any]]          # tables.environment_rows
+    chunks: list[dict[str, Any]] = field(default_factory=list)  # tables.chunk_rows (chunked prefill)
     sweep: Sweep | None = None                 # runs of one sparse method varying one knob
     plots: dict[str, str] = field(default_factory=dict)      # key -> PNG file name
     summaries: dict[str, str] = field(default_factory=dict)  # label -> copied summary file name

@@ -119,6 +119,16 @@ def _density_section(content: ReportContent) -> str:
     return table(header, rows, align_right_from=2)
 
 
+def _chunks_section(content: ReportContent) -> str:
+    rows = []
+    for row in content.chunks:
+        chunk = "whole" if row["chunk"] is None else row["chunk"]
+        rows.append([ctx_label(row["ctx"]), row["label"], chunk, row["offset"], fmt_num(row["queries"], ".0f"),
+                     row["n"], fmt_ms(row["ms"]), fmt_num(row["density"], ".3f")])
+    return table(["length", "run", "chunk", "queries at", "queries (mean)", "samples", "mean ms", "density"], rows,
+                 align_right_from=2)
+
+
 def _groups_section(content: ReportContent) -> str:
     labels = [r.label for r in content.runs]
     keys = sorted({k for groups in content.groups.values() for k in groups})
@@ -199,6 +209,15 @@ def render(content: ReportContent) -> str:
                 _image(content, "speedup", "speedup vs context length")]
     else:
         out += ["No sample recorded a prefill time.", ""]
+    if content.chunks:
+        out += ["## Prefill in chunks", "",
+                "A chunked run prefills each prompt in chunks of its chunk size (its label's `chunkN`), as vLLM and "
+                "SGLang do: a chunk's queries sit at key position \"queries at\" and attend to the KV cache of the "
+                "chunks before them and to themselves, so later chunks attend to more keys. Per chunk index, over "
+                "the samples that have it: its queries (the last chunk holds the rest of the prompt), mean time "
+                "(ms) and density; a whole-prompt run's one row is its whole prefill. The chunks' times add up to "
+                "the prefill time above.", "",
+                _chunks_section(content), ""]
     if content.density:
         out += ["## Density (sparse methods)", "",
                 "Density = QK pairs computed / causal QK pairs, averaged over samples; lowest / highest task = "

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import NotComparable, UserError
+from ..formatting import ctx_label
 from ..models.rope_scaling import label as rope_label
 from ..run.rundir import RunDir, UnreadableRunFile, sample_key, summarize
 
@@ -56,6 +57,11 @@ class LoadedRun:
     def rope_scaling(self) -> dict[str, Any] | None:
         """What ``--rope-scaling`` changed in the run (config.json), None when the model's own RoPE ran."""
         return self.config.get("rope_scaling") or None
+
+    @property
+    def prefill_chunk(self) -> int | None:
+        """Tokens per prefill chunk (``--prefill-chunk``), None when each prompt went whole."""
+        return self.config.get("prefill_chunk") or None
 
     @property
     def sparse(self) -> bool:
@@ -110,10 +116,11 @@ def safe_label(text: str) -> str:
 
 
 def base_label(run: LoadedRun) -> str:
-    """The method's name, with the RoPE scaling when the run had one (``fa2-linear4``): runs of one
-    method at several factors are told apart in every table and plot."""
-    tag = rope_label(run.rope_scaling)
-    return safe_label(f"{run.method}-{tag}" if tag else run.method)
+    """The method's name, with the RoPE scaling when the run had one (``fa2-linear4``) and the prefill
+    chunk when it prefilled in chunks (``s2o-chunk8k``): runs of one method at several factors or chunk
+    sizes are told apart in every table and plot."""
+    tags = [rope_label(run.rope_scaling), f"chunk{ctx_label(run.prefill_chunk).lower()}" if run.prefill_chunk else ""]
+    return safe_label("-".join([run.method, *filter(None, tags)]))
 
 
 def _distinguishing_args(run: LoadedRun, runs: list[LoadedRun]) -> str:

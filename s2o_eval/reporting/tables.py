@@ -146,6 +146,42 @@ def density_by_ctx(runs: Runs) -> list[dict[str, Any]]:
     return rows
 
 
+def _item(values: list | None, index: int) -> Any:
+    """``values[index]``, None where the list is missing or shorter (a hand-edited sample)."""
+    return values[index] if values and index < len(values) else None
+
+
+def chunk_rows(runs: Runs, chunk_sizes: Mapping[str, int | None]) -> list[dict[str, Any]]:
+    """Prefill time and density per chunk, when some run prefilled in chunks (``--prefill-chunk``): for
+    each length and run, one row per chunk index (``chunk`` 1, 2, ...; its queries sit at ``offset`` =
+    (chunk - 1) x the chunk size, after that many cached keys) with its mean time and density over the
+    samples that have that chunk and its mean query count; a whole-prompt run gives one row, ``chunk``
+    None. Empty when no run is chunked."""
+    if not any(s.get("prefill_chunk_ms") for samples in runs.values() for s in samples):
+        return []
+    rows = []
+    for ctx in context_lengths(runs):
+        for label, samples in runs.items():
+            here = [s for s in samples if int(s["ctx"]) == ctx]
+            size = chunk_sizes.get(label)
+            if not size:  # the whole prompt is its one chunk
+                timed = [s["prefill_ms"] for s in here if s.get("prefill_ms") is not None]
+                if timed:
+                    rows.append({"ctx": ctx, "label": label, "chunk": None, "offset": 0, "n": len(timed),
+                                 "queries": mean_or_none(s.get("prompt_tokens") for s in here),
+                                 "ms": mean_or_none(timed), "density": mean_or_none(s.get("density") for s in here)})
+                continue
+            chunked = [s for s in here if s.get("prefill_chunk_ms")]
+            for index in range(max((len(s["prefill_chunk_ms"]) for s in chunked), default=0)):
+                having = [s for s in chunked if len(s["prefill_chunk_ms"]) > index]
+                offset = index * size
+                rows.append({"ctx": ctx, "label": label, "chunk": index + 1, "offset": offset, "n": len(having),
+                             "queries": mean_or_none(min(size, (s.get("prompt_tokens") or 0) - offset) for s in having),
+                             "ms": mean_or_none(s["prefill_chunk_ms"][index] for s in having),
+                             "density": mean_or_none(_item(s.get("chunk_density"), index) for s in having)})
+    return rows
+
+
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
     if isinstance(value, dict) and value:
         for key, inner in value.items():

@@ -26,6 +26,10 @@ def build_config(request: RunRequest, loaded, method_name: str, method: Attentio
         "model_revision": loaded.revision,
         # only when scaled: runs without the flag keep the directories (config hashes) they always had
         **({"rope_scaling": loaded.rope_scaling} if loaded.rope_scaling else {}),
+        # only when chunked, as rope_scaling; later_chunks: whether the chunks after the first ran the method
+        # or dense attention (a method that takes no queries at an offset)
+        **({"prefill_chunk": request.prefill_chunk, "later_chunks": "method" if method.takes_offset else "dense"}
+           if request.prefill_chunk else {}),
         "method": method_name,
         "method_resolved": method.name,
         "method_args": method.params(),

@@ -61,6 +61,9 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
         note = getattr(method, "fallback_note", lambda: None)()
         if note and place.is_main:
             print(f"Note: {note}", file=sys.stderr)
+        if request.prefill_chunk and not method.takes_offset and place.is_main:
+            print(f"Note: {method.name} takes no queries at an offset: with --prefill-chunk its chunks after the "
+                  "first run dense attention (recorded: later_chunks dense)", file=sys.stderr)
 
     check_output(request)
     device = distributed.device_for(place, request.device)
@@ -87,7 +90,8 @@ def run_evaluation(request: RunRequest, sweep: list[dict[str, str]] | None = Non
                 run_dir.write_env(collect_env() | {"processes": place.world_size})
             lm = S2OEvalLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, method=method,
                            max_length=max(max(request.ctx), loaded.max_window), batch_size=1,
-                           device=str(loaded.model.device), decode=config["decode"])
+                           device=str(loaded.model.device), decode=config["decode"],
+                           prefill_chunk=request.prefill_chunk)
             session = Session(run_dir, place, load_s)
             try:
                 skipped = evaluate_into(run_dir, lm, refs, request, loaded, use_template, overhead, report,

@@ -2,6 +2,7 @@
 
 It overrides only the call paths (as lm-eval's ``hf_steered`` does): requests run one at a time
 (batch 1: padding would distort timing), and the prompt's forward pass is timed with device events.
+With ``prefill_chunk`` the prompt goes in chunks of that many tokens (``chunked``), each timed.
 
 Decoding is dense for every method, so it only costs wall-clock time. ``decode="static"`` writes the
 prompt into a preallocated static cache, which lets transformers compile the decode step (CUDA
@@ -12,7 +13,6 @@ prefill itself always runs uncompiled, through the method, and is what gets time
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +21,7 @@ from lm_eval.models.huggingface import HFLM
 
 from ..integration.patching import PrefillRecorder, use_method
 from ..methods import AttentionMethod
+from .chunked import DeviceClock, PairCount, cache_argument, chunk_bounds, prefill_chunks
 from .decoding import resolve_decode
 
 
@@ -28,37 +29,29 @@ from .decoding import resolve_decode
 class PrefillMeasurement:
     prompt_tokens: int
     prompt_sha: str
-    prefill_ms: float
+    prefill_ms: float  # the whole prompt's: with chunks, their sum
     density: float | None
     peak_mem_mb: float | None
+    chunk_ms: list[float] | None = None  # chunked prefill: each chunk's time, in order
+    chunk_density: list[float | None] | None = None  # and its density (sparse methods)
 
 
 class _PrefillTimer:
-    """Times the first forward call (the prefill) of one ``generate``: device events on CUDA.
+    """Times the first forward call (the prefill, or a chunked prefill's last chunk) of one ``generate``.
 
     Its hooks remove themselves after that call, so that the decode steps run hook-free (a compiled
     decode would otherwise guard on the hooks' state and recompile every step)."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
-        self.cuda = next(model.parameters()).is_cuda
-        self.start = self.end = None
-        self._t0 = self._t1 = None
+        self.clock = DeviceClock(next(model.parameters()).is_cuda)
         self._handles = []
 
     def _pre(self, module, args, kwargs):
-        if self.cuda:
-            self.start = torch.cuda.Event(enable_timing=True)
-            self.end = torch.cuda.Event(enable_timing=True)
-            self.start.record()
-        else:
-            self._t0 = time.perf_counter()
+        self.clock.start()
 
     def _post(self, module, args, kwargs, output):
-        if self.cuda:
-            self.end.record()
-        else:
-            self._t1 = time.perf_counter()
+        self.clock.stop()
         self._remove()
 
     def _remove(self):
@@ -75,10 +68,7 @@ class _PrefillTimer:
         self._remove()
 
     def elapsed_ms(self) -> float:
-        if self.cuda:
-            self.end.synchronize()
-            return self.start.elapsed_time(self.end)
-        return (self._t1 - self._t0) * 1000.0
+        return self.clock.elapsed_ms()
 
 
 STATIC_CACHE_ROUNDING = 1024  # static caches come in lengths rounded up to this: one compiled shape per --ctx
@@ -86,12 +76,15 @@ STATIC_CACHE_ROUNDING = 1024  # static caches come in lengths rounded up to this
 
 @register_model("s2o-hf")
 class S2OEvalLM(HFLM):
-    """HFLM whose full-causal prefill attention runs ``method``; keeps one measurement per request."""
+    """HFLM whose full-causal prefill attention runs ``method``; keeps one measurement per request.
+    ``prefill_chunk``: prefill every prompt in chunks of that many tokens (None: whole)."""
 
-    def __init__(self, pretrained, method: AttentionMethod, decode: str = "dynamic", **kwargs):
+    def __init__(self, pretrained, method: AttentionMethod, decode: str = "dynamic",
+                 prefill_chunk: int | None = None, **kwargs):
         kwargs.setdefault("batch_size", 1)
         super().__init__(pretrained=pretrained, **kwargs)
         self.method = method
+        self.prefill_chunk = prefill_chunk
         self.decode = resolve_decode(decode, self.model.device)
         self._cache, self._cache_len = None, 0  # the static cache, reused while the length bucket holds
         if self.decode == "static":
@@ -100,7 +93,8 @@ class S2OEvalLM(HFLM):
             # one compiled decode per cache length (one per --ctx), plus the one recompile that turns
             # the sliding layers' position counter dynamic: well above the default limit of 8
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        self.recorder: PrefillRecorder = use_method(self.model, method)
+        # a method that takes no offset has its later chunks run dense: the run says so at its start
+        self.recorder: PrefillRecorder = use_method(self.model, method, say_dense_chunks=False)
         self.measurements: dict[tuple[str, int], PrefillMeasurement] = {}
         self._last: PrefillMeasurement | None = None
 
@@ -110,7 +104,15 @@ class S2OEvalLM(HFLM):
         ids = torch.randint(0, self.model.config.get_text_config().vocab_size, (1, n_tokens),
                             generator=torch.Generator().manual_seed(0)).to(self.model.device)
         with torch.no_grad():
-            self.model(input_ids=ids, use_cache=False, logits_to_keep=1)
+            if self.prefill_chunk:  # the chunks' shapes, as the samples will run them
+                from transformers import DynamicCache
+
+                cache = DynamicCache(config=self.model.config)
+                for start, end in chunk_bounds(n_tokens, self.prefill_chunk):
+                    self.model(input_ids=ids[:, start:end], use_cache=True, logits_to_keep=1,
+                               **{cache_argument(self.model): cache})
+            else:
+                self.model(input_ids=ids, use_cache=False, logits_to_keep=1)
         self.recorder.reset()
 
     def _static_cache(self, max_length: int):
@@ -126,21 +128,34 @@ class S2OEvalLM(HFLM):
         return self._cache
 
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        cache_name = cache_argument(self.model)
         if self.decode == "static":
-            generation_kwargs["past_key_values"] = self._static_cache(max_length)
+            generation_kwargs[cache_name] = self._static_cache(max_length)
         self.recorder.reset()
         cuda = context.is_cuda
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        with _PrefillTimer(self.model) as timer:
+        chunks = []
+        if self.prefill_chunk:
+            from transformers import DynamicCache
+
+            cache = generation_kwargs.setdefault(cache_name, DynamicCache(config=self.model.config))
+            chunks = prefill_chunks(self.model, context, self.prefill_chunk, cache, self.recorder.stats)
+        before_last = PairCount.of(self.recorder.stats)
+        with _PrefillTimer(self.model) as timer:  # the whole prompt, or the last chunk: generate's first pass
             out = super()._model_generate(context, max_length, stop, **generation_kwargs)
+        chunk_ms = [c.ms for c in chunks] + [timer.elapsed_ms()]
+        sparse = self.method.sparse
         ids = context[0].tolist()
         self._last = PrefillMeasurement(
             prompt_tokens=len(ids),
             prompt_sha=hashlib.sha256(repr(ids).encode()).hexdigest()[:16],
-            prefill_ms=timer.elapsed_ms(),
-            density=self.recorder.stats.density if self.method.sparse else None,
+            prefill_ms=sum(chunk_ms),
+            density=self.recorder.stats.density if sparse else None,
             peak_mem_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+            chunk_ms=chunk_ms if self.prefill_chunk else None,
+            chunk_density=([c.density for c in chunks] + [before_last.density_since(self.recorder.stats)]
+                           if self.prefill_chunk and sparse else None),
         )
         return out
 

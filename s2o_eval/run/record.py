@@ -27,6 +27,9 @@ def sample_record(ref: TaskRef, ctx: int, index: int, logged: dict, measurement)
         "density": measurement.density if measurement else None,
         "peak_mem_mb": measurement.peak_mem_mb if measurement else None,
     }
+    if measurement is not None and measurement.chunk_ms is not None:  # a chunked prefill; whole runs keep their lines
+        record["prefill_chunk_ms"] = measurement.chunk_ms
+        record["chunk_density"] = measurement.chunk_density
     if groups:
         record["group"] = list(groups) if not isinstance(groups, str) else [groups]
     return record

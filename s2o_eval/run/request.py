@@ -33,6 +33,7 @@ class RunRequest:
     suite: str | None = None
     decode: str = "auto"  # auto | static | dynamic (see decoding.resolve_decode)
     rope_scaling: RopeScaling | None = None  # --rope-scaling linear:F on the global layers
+    prefill_chunk: int | None = None  # --prefill-chunk: tokens per prefill chunk (None: the whole prompt)
 
 
 @dataclass

@@ -3,6 +3,7 @@
     <run>/config.json     what was asked (model, method, args, tasks, ctx, samples, seed, ...)
     <run>/env.json        where it ran (GPU, driver, CUDA, library versions, host)
     <run>/samples.jsonl   one line per finished sample, appended as it finishes: the source of truth
+                          (a chunked prefill adds prefill_chunk_ms and chunk_density: one per chunk)
     <run>/samples.rank<r>.jsonl  what process r of a data-parallel run appended; merged into
                           samples.jsonl (and removed) when the run ends
     <run>/summary.json    {"config", "env", "results": [...]} recomputed from samples.jsonl
@@ -32,7 +33,7 @@ from . import lock
 from .jsonl import append_line
 
 SAMPLE_FIELDS = ("task", "ctx", "index", "prompt_tokens", "prompt_sha", "prediction", "golds",
-                 "score", "prefill_ms", "density", "peak_mem_mb", "group")
+                 "score", "prefill_ms", "density", "peak_mem_mb", "prefill_chunk_ms", "chunk_density", "group")
 
 # config keys that do not change what a run computes, so they do not change its directory
 _NOT_HASHED = ("tool_version", "git_commit")
@@ -50,10 +51,13 @@ def config_hash(config: dict[str, Any]) -> str:
 _NUMBER_OR_NULL = AnyOf((None, float))
 SAMPLE_SHAPE = {"task": str, "ctx": int, "index": int, "score": float, "prompt_tokens?": AnyOf((None, int)),
                 "prefill_ms?": _NUMBER_OR_NULL, "density?": _NUMBER_OR_NULL, "peak_mem_mb?": _NUMBER_OR_NULL,
+                # chunked prefill (--prefill-chunk) only: per chunk, in order
+                "prefill_chunk_ms?": AnyOf((None, [float])), "chunk_density?": AnyOf((None, [_NUMBER_OR_NULL])),
                 "group?": AnyOf((None, str, [str]))}
 # A config.json that lacks these is damaged (cut down to {} or another object), not another run's
 CONFIG_SHAPE = {"model": object, "method": str, "method_resolved?": AnyOf((None, str)), "method_args?": dict,
-                "tasks?": [str], "ctx?": [int], "rope_scaling?": AnyOf((None, {"factor": float}))}
+                "tasks?": [str], "ctx?": [int], "rope_scaling?": AnyOf((None, {"factor": float})),
+                "prefill_chunk?": AnyOf((None, int)), "later_chunks?": AnyOf((None, str))}
 SUMMARY_SHAPE = {"config": CONFIG_SHAPE, "results": [dict]}
 SESSION_SHAPE = {"processes": int, "evaluated": int, "load_s": float, "eval_s": float,
                  "build_s?": _NUMBER_OR_NULL, "warmup_s?": _NUMBER_OR_NULL}
@@ -263,7 +267,9 @@ def mean_or_none(values: Iterable[float | None]) -> float | None:
 def summarize(samples: list[dict[str, Any]], method: str | None = None) -> list[dict[str, Any]]:
     """One result row per (task, ctx), plus one per (task, ctx, group label) where samples have groups.
 
-    Scores are 0-100 means over samples; prefill statistics are in milliseconds.
+    Scores are 0-100 means over samples; prefill statistics are in milliseconds. Cells of a chunked
+    prefill add the mean number of chunks and the mean time of the first and of the last chunk (the one
+    that attends to the most cache).
     """
     cells: dict[tuple, list[dict]] = {}
     for record in samples:
@@ -285,6 +291,11 @@ def summarize(samples: list[dict[str, Any]], method: str | None = None) -> list[
             "prefill_ms_p90": _percentile(prefill, 0.9),
             "density_mean": mean_or_none(r.get("density") for r in records),
         }
+        chunked = [r["prefill_chunk_ms"] for r in records if r.get("prefill_chunk_ms")]
+        if chunked:
+            row["chunks_mean"] = mean_or_none(len(c) for c in chunked)
+            row["first_chunk_ms_mean"] = mean_or_none(c[0] for c in chunked)
+            row["last_chunk_ms_mean"] = mean_or_none(c[-1] for c in chunked)
         if group is not None:
             row["group"] = group
         results.append(row)
