@@ -8,6 +8,8 @@
 #   bash scripts/gpu_ruler.sh suites    # LongBench-v2 / InfiniteBench on fixture data at 16K
 #   bash scripts/gpu_ruler.sh scale N   # on a multi-GPU host: one RULER selection with --gpus N
 #                                             # (run it with 1, then 2); the scale report once both exist
+#   bash scripts/gpu_ruler.sh chunked   # issue 24: RULER at 32K with s2o, whole prompts and 8K chunks (the same
+#                                             # samples); one report, chunked beside whole
 #   bash scripts/gpu_ruler.sh rope      # issue 16: fa2, RULER niah + vt, cwe, fwe x 32K..128K x 10 samples,
 #                                             # RoPE linear:F on the global layers for F in $FS (1 2 4);
 #                                             # one report (score vs ctx, a line per F) once two F have samples
@@ -46,7 +48,7 @@ print(sweep.chosen.value if sweep.chosen else "")
 PY
 }
 
-case "${1:?step: dense, sweep, nightly, suites, scale or rope}" in
+case "${1:?step: dense, sweep, nightly, suites, scale, chunked or rope}" in
   dense) stop python3 -m s2o_eval run $RULER --method fa2,fa3 --runs-dir "$R" 2>&1 | tail -3 ;;
   sweep)  # largest first; the first tau that passes is the largest that does: stop there
     for tau in ${TAUS:-0.003 0.001 0.0003}; do
@@ -76,6 +78,13 @@ case "${1:?step: dense, sweep, nightly, suites, scale or rope}" in
     done
     started=$(ls -d "$R"/rope/linear*/samples.jsonl 2>/dev/null | xargs -r -n1 dirname)  # F = 1 first: the baseline
     [ "$(echo "$started" | grep -c .)" -ge 2 ] && python3 -m s2o_eval compare $started --out "$OUT/rope-ruler" ;;
+  chunked)
+    for chunk in 0 ${CHUNK:-8k}; do
+      stop python3 -m s2o_eval run --task ruler --ctx 32k --limit ${LIMIT:-10} --method s2o --decode static \
+        --prefill-chunk "$chunk" --out "$R/chunked/s2o-$chunk" -q 2>&1 | tail -3
+    done
+    [ -f "$R/chunked/s2o-0/samples.jsonl" ] && [ -f "$R/chunked/s2o-${CHUNK:-8k}/samples.jsonl" ] \
+      && python3 -m s2o_eval compare "$R/chunked/s2o-0" "$R/chunked/s2o-${CHUNK:-8k}" --out "$OUT/ruler-chunked" ;;
   suites)
     tau=${TAU:-$(chosen_tau)}
     python3 -c "import sys; sys.path.insert(0, 'tests'); import suite_fixtures as f; f.write('/tmp/fixtures', scale=8)"
