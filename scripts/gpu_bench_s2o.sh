@@ -32,7 +32,7 @@ SPEED_CONFIGS=${SPEED_CONFIGS:-"block_m=128,block_n=64,num_warps=8,num_stages=2;
 case "${1:?step: tests, speed, capture, s2o, variants, peers, random, targets, combos or chunks}" in
   tests)  # MARK=gpu runs only the GPU-only cases (bf16); by default every kernel test, on the GPU
     stop python3 -m pytest -q -rfE ${MARK:+-m "$MARK"} tests/test_executor.py tests/test_planner.py tests/test_sparse_methods.py \
-      tests/test_peers_block.py tests/test_peers_flashprefill.py tests/test_skip_softmax.py tests/test_forecast.py 2>&1 | tail -40 | tee "$OUT/gpu-tests-$CARD.txt" ;;
+      tests/test_peers_block.py tests/test_peers_flashprefill.py tests/test_skip_softmax.py tests/test_forecast.py tests/test_offset.py 2>&1 | tail -40 | tee "$OUT/gpu-tests-$CARD.txt" ;;
   speed)
     stop python3 scripts/kernel_speed.py --ctx "${CTX:-32768,131072}" --shape "${SHAPE:-gemma}" --densities "${DENSITIES-1,0.2}" --stop-path --patience "${PATIENCE:-1,4}" \
       --configs "$SPEED_CONFIGS" --scores "${SCORES-gauss:8,gauss:4,diag:1,head_mean:1}" --out "$OUT/${NAME:-kernel-speed-${SHAPE:-gemma}-$CARD}.json" 2>&1 | tail -40 ;;
