@@ -13,6 +13,7 @@ command, and an exception per code that carries the one line the CLI prints.
     143  terminated (SIGTERM, as batch schedulers and containers send): as 130
 """
 
+import sys
 from enum import IntEnum
 
 
@@ -73,3 +74,8 @@ class Interrupted(CommandFailed):
     def __init__(self, message: str, exit_code: int = ExitCode.INTERRUPTED):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def print_warning(line: str) -> None:
+    """One line on stderr about something left out or looked past, while the command goes on."""
+    print(f"Warning: {line}", file=sys.stderr)

@@ -21,6 +21,8 @@ from s2o_kernels import (
     torch_sparse_attention,
 )
 
+import tiny_models
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 GPU = pytest.mark.gpu
 NEEDS_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
@@ -32,19 +34,10 @@ TOL = {torch.float16: dict(atol=3e-3, rtol=3e-3), torch.bfloat16: dict(atol=2e-2
 # ---------------------------------------------------------------------------------------------
 def make_qkv(seed: int, batch: int, q_heads: int, kv_heads: int, n_ctx: int, head_dim: int,
              dtype=torch.float16, heavy: float = 0.0):
-    """Random q, k, v. With ``heavy`` > 0, every query leans along one direction and one key in eight
-    along it too, which raises those keys' logits by about ``heavy``: attention then concentrates as on
-    real text, and early stopping has mass to find (plain Gaussian q, k give near-uniform attention)."""
-    gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(batch, q_heads, n_ctx, head_dim, generator=gen)
-    k = torch.randn(batch, kv_heads, n_ctx, head_dim, generator=gen)
-    v = torch.randn(batch, kv_heads, n_ctx, head_dim, generator=gen)
-    if heavy:
-        direction = torch.randn(head_dim, generator=gen)
-        direction = direction / direction.norm() * head_dim**0.5
-        q = q + direction
-        chosen = torch.rand(batch, kv_heads, n_ctx, 1, generator=gen) < 0.125
-        k = k + chosen * heavy * direction / head_dim**0.5
+    """``tiny_models.make_qkv`` on this file's device; ``heavy`` concentrates attention as on real text,
+    so that early stopping has mass to find."""
+    q, k, v = tiny_models.make_qkv(seed, n_ctx, batch=batch, q_heads=q_heads, kv_heads=kv_heads, head_dim=head_dim,
+                                   hot=heavy)
     return (t.to(dtype).to(DEVICE) for t in (q, k, v))
 
 

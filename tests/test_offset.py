@@ -33,6 +33,8 @@ from s2o_kernels.launch import causal_pairs, exec_stats, pass1_pairs
 from s2o_kernels.plan import plan_layout
 from s2o_eval.methods import AttentionStats, create
 
+import tiny_models
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NEEDS_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
 TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.float16: dict(atol=3e-3, rtol=3e-3),
@@ -41,20 +43,10 @@ TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.float16: dict(atol=3e-3,
 
 def make_qkv(seed: int, batch: int, q_heads: int, kv_heads: int, n_q: int, q_offset: int, head_dim: int,
              dtype=torch.float32, heavy: float = 0.0):
-    """q for ``n_q`` queries, k and v for the ``q_offset + n_q`` keys they follow. With ``heavy`` > 0 the
-    queries lean along one direction and one key in eight along it too (concentrated attention, as on
-    real text, so that early stopping and block selection have something to find)."""
-    gen = torch.Generator().manual_seed(seed)
-    n_keys = q_offset + n_q
-    q = torch.randn(batch, q_heads, n_q, head_dim, generator=gen)
-    k = torch.randn(batch, kv_heads, n_keys, head_dim, generator=gen)
-    v = torch.randn(batch, kv_heads, n_keys, head_dim, generator=gen)
-    if heavy:
-        direction = torch.randn(head_dim, generator=gen)
-        direction = direction / direction.norm() * head_dim ** 0.5
-        q = q + direction
-        chosen = torch.rand(batch, kv_heads, n_keys, 1, generator=gen) < 0.125
-        k = k + chosen * heavy * direction / head_dim ** 0.5
+    """``tiny_models.make_qkv`` on this file's device: q for ``n_q`` queries, k and v for the
+    ``q_offset + n_q`` keys they follow; ``heavy`` concentrates attention as on real text."""
+    q, k, v = tiny_models.make_qkv(seed, n_q, batch=batch, q_heads=q_heads, kv_heads=kv_heads, head_dim=head_dim,
+                                   hot=heavy, q_offset=q_offset)
     return (t.to(DEVICE, dtype) for t in (q, k, v))
 
 

@@ -5,10 +5,8 @@ import importlib
 
 import pytest
 
-pytest.importorskip("lm_eval")
-
-import s2o_tasks  # noqa: E402
-from s2o_tasks.suite import Suite, Task  # noqa: E402
+import s2o_tasks
+from s2o_tasks.suite import Suite, Task
 
 SUITES = s2o_tasks.suites()
 

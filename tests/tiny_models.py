@@ -80,21 +80,23 @@ def tiny_gemma_config(vocab_size: int = 128, *, layer_types=GEMMA_LAYER_TYPES, m
 
 
 def make_qkv(seed: int, n_ctx: int, *, batch: int = 1, q_heads: int = 4, kv_heads: int = 2, head_dim: int = 16,
-             hot: float = 0.0, dtype: torch.dtype = torch.float32):
-    """Seeded random q ``(batch, q_heads, n_ctx, head_dim)`` and k, v ``(batch, kv_heads, n_ctx, head_dim)``.
+             hot: float = 0.0, dtype: torch.dtype = torch.float32, q_offset: int = 0):
+    """Seeded random q ``(batch, q_heads, n_ctx, head_dim)`` and k, v ``(batch, kv_heads, q_offset + n_ctx,
+    head_dim)``: with ``q_offset`` P the queries follow P cached keys (a chunk of a longer prompt).
 
     With ``hot`` > 0 every query leans along one direction and a random eighth of the keys along it
     too, which raises those keys' logits by about ``hot``: attention then concentrates as on real text
     (plain Gaussian q, k give near-uniform attention)."""
     gen = torch.Generator().manual_seed(seed)
+    n_keys = q_offset + n_ctx
     q = torch.randn(batch, q_heads, n_ctx, head_dim, generator=gen)
-    k = torch.randn(batch, kv_heads, n_ctx, head_dim, generator=gen)
-    v = torch.randn(batch, kv_heads, n_ctx, head_dim, generator=gen)
+    k = torch.randn(batch, kv_heads, n_keys, head_dim, generator=gen)
+    v = torch.randn(batch, kv_heads, n_keys, head_dim, generator=gen)
     if hot:
         direction = torch.randn(head_dim, generator=gen)
         direction = direction / direction.norm() * head_dim**0.5
         q = q + direction
-        chosen = torch.rand(batch, kv_heads, n_ctx, 1, generator=gen) < 0.125
+        chosen = torch.rand(batch, kv_heads, n_keys, 1, generator=gen) < 0.125
         k = k + chosen * hot * direction / head_dim**0.5
     return q.to(dtype), k.to(dtype), v.to(dtype)
 

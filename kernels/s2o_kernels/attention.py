@@ -51,17 +51,17 @@ def execute_plan(q: Tensor, k: Tensor, v: Tensor, plan: Plan, *, tau: float = 0.
     block_m = tile_positions(q.shape[1], plan.heads, k.shape[1], plan.segment, block_m)
     walk = dict(tau=tau, scale=scale, block_m=block_m, block_n=block_n, stop_rule=stop_rule, patience=patience,
                 skip_gap=skip_gap)
+    stop_block_n = block_n or default_block_n(q.shape[-1])  # the stop's granularity at tau > 0
     dense = None
     if tau > 0 and dense_above > 0 and plan.score_histogram is not None:
         dense = dense_heads(plan.score_histogram, plan.bucket_width, q.shape[2], plan.segment, q.shape[1], tau=tau,
-                            block_n=block_n or default_block_n(q.shape[-1]), patience=patience, dense_above=dense_above,
-                            q_offset=plan.q_offset)
+                            block_n=stop_block_n, patience=patience, dense_above=dense_above, q_offset=plan.q_offset)
     if dense is None:
         return _walk_plan(q, k, v, plan, **walk)
     if bool(dense.all()):  # nothing left to walk: the dense kernel alone, GQA and all
         nothing = torch.zeros(q.shape[0], q.shape[1], -(-q.shape[2] // block_m), dtype=torch.int32, device=q.device)
         stats = stats_from_chunks(nothing, plan, q.shape[2], q.shape[1] // k.shape[1], block_m=block_m,
-                                  block_n=block_n or default_block_n(q.shape[-1]))
+                                  block_n=stop_block_n)
         return fastest_causal(q, k, v, scale), with_dense_heads(stats, dense)
     # The dense heads' lists are emptied (the executor then runs only their cheap pass 1), and their
     # output is replaced by the dense kernel's.

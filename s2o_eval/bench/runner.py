@@ -265,12 +265,11 @@ def run_bench(request: BenchRequest, *, progress: bool = True, console: Console 
                     workload = load_workload(spec, tokens, device, dtype=dtype, seed=request.seed,
                                              allow_beyond_window=request.allow_beyond_window)
                     bar.update(task, description=f"{workload.name} N={workload.shape['N']}: fp32 reference")
-                    reference = exact_reference(workload.q, workload.k, workload.v, workload.scale)
                     n_ctx = workload.shape["N"]
                     # the last chunk: a prompt no longer than a chunk is prefilled whole (offset 0)
                     q_offset = n_ctx - min(request.prefill_chunk or n_ctx, n_ctx)
-                    if q_offset:  # query i of the chunk is query q_offset + i of the prompt: the same row
-                        reference = reference[:, :, q_offset:].contiguous()
+                    # the chunk's rows only (bottom-right): query i of the chunk is query q_offset + i
+                    reference = exact_reference(workload.q[:, :, q_offset:], workload.k, workload.v, workload.scale)
                 except torch.cuda.OutOfMemoryError:
                     raise UserError(f"{spec} at {tokens or 'full'} tokens does not fit in {device} memory with its "
                                     f"fp32 reference: bench a shorter --ctx (finished records are in {json_path})") from None

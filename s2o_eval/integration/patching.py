@@ -22,6 +22,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, causal_mask_function, sdpa_mask
 
+from s2o_kernels.launch import causal_pairs
+
 from ..methods import AttentionMethod, AttentionStats
 from .sliding import sliding_window_attention
 
@@ -122,12 +124,6 @@ def _is_full_causal(module, query, key, attention_mask, kwargs) -> bool:
     return True
 
 
-def _causal_pairs(query: torch.Tensor, kv_len: int) -> float:
-    """QK pairs of bottom-right causal attention of ``query`` over ``kv_len`` keys, all heads."""
-    q_len = query.shape[2]
-    return float(query.shape[0] * query.shape[1] * (q_len * (kv_len - q_len) + q_len * (q_len + 1) // 2))
-
-
 def make_attention_function(method: AttentionMethod, recorder: PrefillRecorder, *, say_dense_chunks: bool = True):
     """The function transformers calls in place of its attention, for one configured method.
 
@@ -162,8 +158,8 @@ def make_attention_function(method: AttentionMethod, recorder: PrefillRecorder, 
             return dense(module, query, key, value, attention_mask, scale, dropout, kwargs)
         if query.shape[2] < key.shape[2] and not method.takes_offset:
             recorder.offset_fallback_calls += 1
-            recorder.stats.add(computed=_causal_pairs(query, key.shape[2]), causal=_causal_pairs(query, key.shape[2]),
-                               per_head=[1.0] * query.shape[1])
+            pairs = causal_pairs(query.shape[2], key.shape[2] - query.shape[2]) * query.shape[0] * query.shape[1]
+            recorder.stats.add(computed=pairs, causal=pairs, per_head=[1.0] * query.shape[1])
             if not said_dense_chunks:
                 said_dense_chunks = True
                 log.warning("%s takes no queries at an offset: chunks after a cached prefix run dense attention",

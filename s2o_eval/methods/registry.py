@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import sys
 from typing import Callable
 
+from ..errors import print_warning
 from .base import AttentionMethod
 from .block_oracle import BlockOracle
 from .dense import FA2, FA3, SDPA, CuDNN, Eager
@@ -42,10 +42,6 @@ BUILTIN_METHODS: dict[str, type[AttentionMethod]] = {
     for cls in (FA2, CuDNN, FA3, SDPA, Eager, S2O, TokenOracle, SegmentOracle, FlexPrefill, MInference, BlockOracle,
                 XAttention, PBS, FlashPrefill, SkipSoftmax)
 }
-
-
-def print_warning(line: str) -> None:
-    print(f"Warning: {line}", file=sys.stderr)
 
 
 def _one_line(err: BaseException) -> str:

@@ -8,21 +8,16 @@ summary.json is rebuilt from samples.jsonl (the source of truth)."""
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import NotComparable, UserError
+from ..errors import NotComparable, UserError, print_warning
 from ..formatting import ctx_label
 from ..models.rope_scaling import label as rope_label
 from ..run.rundir import RunDir, UnreadableRunFile, sample_key, summarize
 
 Warn = Callable[[str], None]
-
-
-def print_warning(line: str) -> None:
-    print(f"Warning: {line}", file=sys.stderr)
 
 
 def dense_methods() -> frozenset[str]:

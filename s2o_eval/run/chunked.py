@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UserError
+from .suites import parse_tokens
 
 SHORTEST_CHUNK = 16  # below this a "chunk" is a handful of decode steps, not a prefill
 
@@ -23,10 +24,9 @@ def parse_prefill_chunk(text: str | int | None) -> int | None:
     """``"8k"`` -> 8192 (k = 1024), ``"8192"`` -> 8192; ``"0"`` or None -> None (the whole prompt at once)."""
     if text is None:
         return None
-    item = str(text).strip().lower()
     try:
-        value = int(float(item[:-1]) * 1024) if item.endswith("k") else int(item)
-    except (ValueError, OverflowError):  # OverflowError: "infk"
+        value = parse_tokens(str(text))
+    except ValueError:
         raise UserError(f"--prefill-chunk '{text}' is not a length: write e.g. 8k or 8192 (0: the whole "
                         "prompt at once)") from None
     if value == 0:

@@ -74,14 +74,23 @@ SHORTEST_TASK_CTX = 1024
 SHORTEST_OPERATOR_CTX = 256
 
 
+def parse_tokens(item: str) -> int:
+    """``"8k"`` -> 8192 (k = 1024), ``"8192"`` -> 8192; ValueError when ``item`` is not a length."""
+    item = item.strip().lower()
+    try:
+        return int(float(item[:-1]) * 1024) if item.endswith("k") else int(item)
+    except OverflowError:  # "infk"
+        raise ValueError(f"not a length: {item}") from None
+
+
 def parse_ctx(text: str | list[str], shortest: int = SHORTEST_TASK_CTX) -> list[int]:
     """``"4k,32k"`` or ``["4k", "32768"]`` -> ``[4096, 32768]`` (k = 1024); each at least ``shortest``."""
     items = text.split(",") if isinstance(text, str) else [p for t in text for p in str(t).split(",")]
     lengths = []
     for item in filter(None, (i.strip().lower() for i in items)):
         try:
-            value = int(float(item[:-1]) * 1024) if item.endswith("k") else int(item)
-        except (ValueError, OverflowError):  # OverflowError: "infk"
+            value = parse_tokens(item)
+        except ValueError:
             raise UserError(f"--ctx '{item}' is not a length: write e.g. 4k,32k or 4096") from None
         if value < shortest:
             raise UserError(f"--ctx {item} is too short: use at least {ctx_label(shortest).lower()}")
